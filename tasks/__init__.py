@@ -1,0 +1,1 @@
+"""Invoke task collections, one module each; `tasks.py` at the top level assembles them."""
