@@ -1,0 +1,367 @@
+"""Tests for net.analysis: blocked exact kNN, retrieval metrics, tables, compute_embeddings."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+from net import analysis
+
+# Points on a line with ties and duplicate items (1 and 3 both appear twice) and one lone label.
+#   index:  0  1  2  3  4  5
+#   x:      0  1  1  3  3  6
+#   label:  0  0  1  1  0  2
+LINE_X = np.array([[0.0], [1.0], [1.0], [3.0], [3.0], [6.0]])
+LINE_LABELS = np.array([0, 0, 1, 1, 0, 2])
+
+
+def brute_force_neighbours(queries, gallery, k, exclude):
+    """Full float64 distance matrix, excluded entries set to inf, stable argsort (ties by index)."""
+    queries = np.asarray(queries, np.float64)
+    gallery = np.asarray(gallery, np.float64)
+    dist = np.sqrt(((queries[:, None, :] - gallery[None, :, :]) ** 2).sum(-1))
+    for row, col in enumerate(exclude):
+        if col >= 0:
+            dist[row, col] = np.inf
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(dist, order, axis=1)
+
+
+def loop_metrics(gallery, labels, ks, queries=None, query_labels=None):
+    """Plain per-query loop over a full stable ranking; queries without a relevant item skipped."""
+    self_search = queries is None
+    if self_search:
+        queries, query_labels = gallery, labels
+    recall = {k: 0.0 for k in ks}
+    p1 = rp = ap = 0.0
+    count = 0
+    for i in range(len(queries)):
+        dist = np.sqrt(((np.asarray(gallery, np.float64) - queries[i]) ** 2).sum(-1))
+        order = [j for j in np.argsort(dist, kind="stable") if not (self_search and j == i)]
+        rel = [labels[j] == query_labels[i] for j in order]
+        r = sum(rel)
+        if r == 0:
+            continue
+        count += 1
+        for k in ks:
+            recall[k] += any(rel[:k])
+        p1 += rel[0]
+        rp += sum(rel[:r]) / r
+        ap += sum(rel[i] * sum(rel[: i + 1]) / (i + 1) for i in range(r)) / r
+    return {
+        **{f"recall@{k}": recall[k] / count for k in ks},
+        "precision@1": p1 / count,
+        "r_precision": rp / count,
+        "map@r": ap / count,
+        "num_queries": count,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# nearest_neighbours
+# ----------------------------------------------------------------------------------------------
+
+
+def test_line_neighbours_hand_computed_with_ties_and_duplicates():
+    """Distances from each point, own index excluded, ties by lower index.
+
+    q0 (x=0): 1->1, 2->1, 3->3, 4->3, 5->6  => [1, 2, 3]  d [1, 1, 3]
+    q1 (x=1): 2->0, 0->1, 3->2, 4->2        => [2, 0, 3]  d [0, 1, 2]
+    q2 (x=1): 1->0, 0->1, 3->2, 4->2        => [1, 0, 3]  d [0, 1, 2]
+       (dropping the first neighbour instead would drop 1 and return q2 itself)
+    q3 (x=3): 4->0, 1->2, 2->2, 5->3        => [4, 1, 2]  d [0, 2, 2]
+    q4 (x=3): 3->0, 1->2, 2->2              => [3, 1, 2]  d [0, 2, 2]
+    q5 (x=6): 3->3, 4->3, 1->5              => [3, 4, 1]  d [3, 3, 5]
+    """
+    indices, distances = analysis.nearest_neighbours(LINE_X, k=3)
+    np.testing.assert_array_equal(
+        indices, [[1, 2, 3], [2, 0, 3], [1, 0, 3], [4, 1, 2], [3, 1, 2], [3, 4, 1]]
+    )
+    np.testing.assert_array_equal(
+        distances, [[1, 1, 3], [0, 1, 2], [0, 1, 2], [0, 2, 2], [0, 2, 2], [3, 3, 5]]
+    )
+    assert indices.dtype == np.int64 and distances.dtype == np.float32
+    for block_size, gallery_block_size in [(1, 1), (2, 4), (5, 2)]:
+        blocked = analysis.nearest_neighbours(
+            LINE_X, k=3, block_size=block_size, gallery_block_size=gallery_block_size
+        )
+        np.testing.assert_array_equal(blocked[0], indices)
+        np.testing.assert_array_equal(blocked[1], distances)
+
+
+def test_without_self_exclusion_each_point_finds_itself_or_an_earlier_duplicate():
+    """With exclude_self=False, q2 (x=1) ties at distance 0 with index 1, which comes first."""
+    indices, distances = analysis.nearest_neighbours(LINE_X, k=2, exclude_self=False)
+    np.testing.assert_array_equal(indices[:, 0], [0, 1, 1, 3, 3, 5])
+    np.testing.assert_array_equal(indices[2], [1, 2])
+    np.testing.assert_array_equal(distances[:, 0], 0)
+
+
+@pytest.mark.parametrize("block_size,gallery_block_size", [(7, 5), (64, 3), (1000, 10000)])
+def test_integer_data_with_many_ties_matches_brute_force(block_size, gallery_block_size):
+    """Values in {-1, 0, 1}^3: 27 distinct points for 120 items, so exact ties and duplicates
+    everywhere; integer arithmetic is exact in float32, so indices must equal a stable argsort."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(-1, 2, size=(120, 3)).astype(np.float32)
+    expected_idx, expected_dist = brute_force_neighbours(data, data, 20, np.arange(120))
+    indices, distances = analysis.nearest_neighbours(
+        data, k=20, block_size=block_size, gallery_block_size=gallery_block_size
+    )
+    np.testing.assert_array_equal(indices, expected_idx)
+    np.testing.assert_allclose(distances, expected_dist, rtol=1e-6)
+
+
+def test_random_unit_vectors_match_brute_force_and_blocking_does_not_matter():
+    rng = np.random.default_rng(1)
+    queries = rng.standard_normal((90, 16)).astype(np.float32)
+    gallery = rng.standard_normal((250, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    expected_idx, expected_dist = brute_force_neighbours(queries, gallery, 10, [-1] * 90)
+    unblocked = analysis.nearest_neighbours(queries, gallery, k=10, block_size=10**6)
+    blocked = analysis.nearest_neighbours(
+        queries, gallery, k=10, block_size=8, gallery_block_size=33
+    )
+    for indices, distances in (unblocked, blocked):
+        np.testing.assert_array_equal(indices, expected_idx)
+        np.testing.assert_allclose(distances, expected_dist, atol=1e-3)
+    np.testing.assert_array_equal(blocked[0], unblocked[0])
+
+
+def test_exclude_indices_for_queries_taken_from_the_gallery():
+    """Queries 3 and 0 of LINE_X searched in the full gallery: q3 (x=3) -> [4, 1, 2] without
+    itself; q0 (x=0) -> [1, 2, 3]; -1 keeps the query: x=6 as a third query finds 5 first."""
+    indices, _ = analysis.nearest_neighbours(
+        LINE_X[[3, 0, 5]], LINE_X, k=3, exclude_indices=np.array([3, 0, -1])
+    )
+    np.testing.assert_array_equal(indices, [[4, 1, 2], [1, 2, 3], [5, 3, 4]])
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"queries": np.zeros((3, 2)), "k": 3}, "k must be in"),
+        ({"queries": np.zeros((3, 2)), "gallery": np.zeros((3, 2)), "k": 4}, "k must be in"),
+        ({"queries": np.zeros((3, 2)), "k": 0}, "k must be in"),
+        ({"queries": np.array([[0.0, np.nan], [1, 1]]), "k": 1}, "queries contains NaN"),
+        ({"queries": np.zeros(3), "k": 1}, "queries must have shape"),
+        ({"queries": np.zeros((3, 2)), "gallery": np.zeros((3, 4)), "k": 1}, "dimension"),
+        ({"queries": np.zeros((3, 2)), "k": 1, "block_size": 0}, "block_size"),
+        ({"queries": np.zeros((3, 2)), "k": 1, "exclude_indices": np.array([0, 3, 1])}, "lie in"),
+    ],
+)
+def test_nearest_neighbours_rejects_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        analysis.nearest_neighbours(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def test_line_metrics_hand_computed():
+    """Relevance (neighbour shares the label) along the rankings of the first test; q5 is the only
+    item of label 2 (R = 0) and is left out, so there are 5 queries.
+
+    q0 l0 R=2: [1 y, 2 n, 3 n, 4 y]   q1 l0 R=2: [2 n, 0 y, 3 n, 4 y]
+    q2 l1 R=1: [1 n, 0 n, 3 y]        q3 l1 R=1: [4 n, 1 n, 2 y]
+    q4 l0 R=2: [3 n, 1 y, 2 n, 0 y]
+    Recall@1 = 1/5 (q0); Recall@2 = 3/5 (q0, q1, q4); Recall@4 = 5/5.
+    R-Precision = (1/2 + 1/2 + 0 + 0 + 1/2) / 5 = 0.3.
+    MAP@R: q0 (1/1)/2 = 1/2; q1 (1/2)/2 = 1/4; q2 0; q3 0; q4 (1/2)/2 = 1/4 => 1.0 / 5 = 0.2.
+    """
+    metrics = analysis.retrieval_metrics(LINE_X, LINE_LABELS, ks=(1, 2, 4))
+    assert metrics == pytest.approx(
+        {
+            "recall@1": 0.2,
+            "recall@2": 0.6,
+            "recall@4": 1.0,
+            "precision@1": 0.2,
+            "r_precision": 0.3,
+            "map@r": 0.2,
+            "num_queries": 5,
+            "embedding_dim": 1,
+        }
+    )
+    assert analysis.recall_at_k(LINE_X, LINE_LABELS, ks=[4, 1, 2]) == pytest.approx(
+        {1: 0.2, 2: 0.6, 4: 1.0}
+    )
+    assert analysis.precision_at_1(LINE_X, LINE_LABELS) == pytest.approx(0.2)
+    assert analysis.r_precision(LINE_X, LINE_LABELS) == pytest.approx(0.3)
+    assert analysis.map_at_r(LINE_X, LINE_LABELS) == pytest.approx(0.2)
+
+
+def test_separate_query_set_hand_computed():
+    """Gallery LINE_X with string labels; queries x=0.9 (a) and x=4 (b), none excluded.
+
+    q(0.9, a): distances 0.9, 0.1, 0.1, 2.1, 2.1, 5.1 -> [1 a, 2 b, 0 a, 3 b, 4 a]; R = 3 (0, 1, 4)
+      Recall@1 = 1; R-Precision = 2/3 (first 3: a, b, a); AP = (1/1 + 2/3) / 3 = 5/9.
+    q(4, b): distances 4, 3, 3, 1, 1, 2 -> [3 b, 4 a, 5 c, 1 a, 2 b, 0 a]; R = 2 (2, 3): b, a
+      Recall@1 = 1; R-Precision = 1/2; AP = (1/1 + 0) / 2 = 1/2.
+    Means: Recall@1 = 1, R-Precision = 7/12, MAP@R = (5/9 + 1/2) / 2 = 19/36.
+    """
+    labels = np.array(["a", "a", "b", "b", "a", "c"])
+    metrics = analysis.retrieval_metrics(
+        LINE_X,
+        labels,
+        ks=(1,),
+        query_embeddings=np.array([[0.9], [4.0]]),
+        query_labels=np.array(["a", "b"]),
+    )
+    assert metrics["recall@1"] == pytest.approx(1.0)
+    assert metrics["r_precision"] == pytest.approx(7 / 12)
+    assert metrics["map@r"] == pytest.approx(19 / 36)
+    assert metrics["num_queries"] == 2
+
+
+def test_perfect_and_worst_embeddings():
+    """Two tight clusters with labels matching clusters: every metric is 1. Labels alternating
+    across clusters with 2 items per label, each item's mate sits in the other cluster: the
+    nearest other item of the own cluster is always of the other label, R = 1, all metrics 0."""
+    x = np.array([[0.0], [0.1], [10.0], [10.1]])
+    perfect = analysis.retrieval_metrics(x, np.array([0, 0, 1, 1]), ks=(1, 2))
+    assert [perfect[key] for key in ("recall@1", "precision@1", "r_precision", "map@r")] == [
+        1.0
+    ] * 4
+    worst = analysis.retrieval_metrics(x, np.array([0, 1, 1, 0]), ks=(1,))
+    assert [worst[key] for key in ("recall@1", "r_precision", "map@r")] == [0.0] * 3
+
+
+@pytest.mark.parametrize("integer_data", [True, False])
+def test_metrics_match_plain_loop_reference(integer_data):
+    rng = np.random.default_rng(2)
+    if integer_data:  # Many exact ties and duplicates.
+        data = rng.integers(-1, 2, size=(150, 3)).astype(np.float32)
+    else:
+        data = rng.standard_normal((150, 8)).astype(np.float32)
+    labels = rng.integers(0, 12, size=150)
+    labels[0] = 99  # A lone label: that query is skipped.
+    expected = loop_metrics(data, labels, (1, 2, 4, 8))
+    for block_size in (13, 1024):
+        metrics = analysis.retrieval_metrics(data, labels, block_size=block_size)
+        assert metrics.pop("embedding_dim") == data.shape[1]
+        assert metrics == pytest.approx(expected, abs=1e-12)
+    assert expected["num_queries"] == 149
+
+
+def test_separate_queries_match_plain_loop_reference():
+    rng = np.random.default_rng(3)
+    gallery = rng.integers(-2, 3, size=(80, 2)).astype(np.float32)
+    gallery_labels = rng.integers(0, 5, size=80)
+    queries = rng.integers(-2, 3, size=(30, 2)).astype(np.float32)
+    query_labels = rng.integers(0, 6, size=30)  # Label 5 is absent from the gallery.
+    expected = loop_metrics(gallery, gallery_labels, (1, 4), queries, query_labels)
+    metrics = analysis.retrieval_metrics(
+        gallery, gallery_labels, ks=(1, 4), query_embeddings=queries, query_labels=query_labels
+    )
+    metrics.pop("embedding_dim")
+    assert metrics == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"ks": (1, 6)}, "k must be in"),  # 6 items: at most 5 neighbours.
+        ({"ks": (0,)}, "positive integers"),
+        ({"ks": ()}, "positive integers"),
+        ({"labels": np.zeros(5)}, "labels must have shape"),
+        ({"labels": np.arange(6)}, "no query has another item"),
+        ({"query_embeddings": np.zeros((2, 1))}, "given together"),
+    ],
+)
+def test_metrics_reject_bad_input(kwargs, message):
+    arguments = {"embeddings": LINE_X, "labels": LINE_LABELS, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        analysis.retrieval_metrics(**arguments)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+
+
+def test_format_metrics_table_shows_percentages_and_counts():
+    table = analysis.format_metrics_table(
+        {"map@r": 0.2, "recall@2": 0.6, "recall@1": 0.2125, "num_queries": 5, "embedding_dim": 1}
+    )
+    lines = table.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == [
+        "recall@1",
+        "recall@2",
+        "map@r",
+        "num_queries",
+        "embedding_dim",
+    ]
+    assert lines[2].split() == ["recall@1", "21.25"]
+    assert lines[5].split() == ["num_queries", "5"]
+
+
+def test_compare_models_table_one_row_per_model():
+    table = analysis.compare_models_table(
+        {
+            "cgd_sg": {"recall@1": 0.9, "recall@8": 0.99, "num_queries": 8131},
+            "simple": {"recall@1": 0.7512},
+        }
+    )
+    header, rule, *rows = table.splitlines()
+    assert header.split()[-3:] == ["recall@1", "recall@8", "num_queries"]
+    assert set(rule) <= {"-", " "}
+    assert rows[0].split() == ["cgd_sg", "90.00", "99.00", "8131"]
+    assert rows[1].split() == ["simple", "75.12", "-", "-"]
+    with pytest.raises(ValueError, match="at least one"):
+        analysis.compare_models_table({})
+
+
+# ----------------------------------------------------------------------------------------------
+# compute_embeddings
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import keras
+
+    images = keras.Input((6, 6, 3), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D()(images)
+    embeddings = keras.layers.Dense(4, name="embeddings")(pooled)
+    logits = keras.layers.Dense(3, name="logits")(pooled)
+    plain = keras.Model(images, embeddings)
+    with_dict = keras.Model(images, {"embeddings": embeddings, "logits": logits})
+    return plain, with_dict
+
+
+def test_compute_embeddings_matches_direct_call_with_partial_last_batch(tiny_model):
+    import tensorflow as tf
+
+    plain, with_dict = tiny_model
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 255, size=(10, 6, 6, 3)).astype(np.float32)
+    labels = np.arange(10, dtype=np.int32) % 3
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # 4, 4, 2
+    expected = np.asarray(plain(images, training=False))
+    for model in (plain, with_dict):
+        embeddings, got_labels = analysis.compute_embeddings(model, dataset, progress=False)
+        assert embeddings.shape == (10, 4) and embeddings.dtype == np.float32
+        np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_compute_embeddings_rejects_bad_datasets(tiny_model):
+    import keras
+    import tensorflow as tf
+
+    plain, _ = tiny_model
+    images = np.zeros((2, 6, 6, 3), np.float32)
+    with pytest.raises(ValueError, match="pairs"):
+        analysis.compute_embeddings(plain, tf.data.Dataset.from_tensor_slices(images).batch(2))
+    empty = tf.data.Dataset.from_tensor_slices((images, np.zeros(2))).take(0)
+    with pytest.raises(ValueError, match="empty"):
+        analysis.compute_embeddings(plain, empty, progress=False)
+    inputs = keras.Input((6, 6, 3))
+    only_logits = keras.Model(inputs, {"logits": keras.layers.GlobalAveragePooling2D()(inputs)})
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(2))).batch(2)
+    with pytest.raises(ValueError, match="without 'embeddings'"):
+        analysis.compute_embeddings(only_logits, dataset, progress=False)
