@@ -1,0 +1,353 @@
+"""Figures (PNG) and self-contained HTML pages for inspecting data, rankings and training runs.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects directly (the Agg canvas that
+``Figure.savefig`` uses by default), so no display and no pyplot global state are needed.
+Images are expected as the data pipeline delivers them: RGB, float in [0, 255] (uint8 is
+accepted too), shape (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+QUERY_COLOR = "#1565c0"  # Blue: the query.
+MATCH_COLOR = "#2e7d32"  # Green: a retrieved item of the query's class.
+MISMATCH_COLOR = "#c62828"  # Red: a retrieved item of another class.
+BORDER_WIDTH = 5.0  # Points.
+
+_MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+PathLike = str | os.PathLike[str]
+
+
+def _to_display(image: np.ndarray, name: str) -> np.ndarray:
+    """Converts one RGB image in [0, 255] to float32 in [0, 1] for ``imshow``.
+
+    Args:
+        image: Array of shape (H, W, 3), float in [0, 255] or uint8.
+        name: Description of the image for error messages.
+
+    Returns:
+        The image as float32 in [0, 1], shape (H, W, 3).
+
+    Raises:
+        ValueError: If the image is not (H, W, 3).
+    """
+    values = np.asarray(image)
+    if values.ndim != 3 or values.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (H, W, 3), got {values.shape}")
+    return np.clip(values.astype(np.float32), 0.0, 255.0) / 255.0
+
+
+def _label_text(label: object, class_names: Sequence[str] | None, width: int = 22) -> str:
+    """Returns the class name of an integer label (or the label itself), shortened to width."""
+    text = str(label)
+    if class_names is not None and isinstance(label, (int, np.integer)):
+        if 0 <= int(label) < len(class_names):
+            text = f"{int(label)}: {class_names[int(label)]}"
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def _save(figure: Figure, path: PathLike) -> Path:
+    """Writes a figure as PNG, creating the parent directory, and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path
+
+
+def _framed(axes: object, color: str) -> None:
+    """Hides the ticks of an image axes and draws its frame as a coloured border."""
+    axes.set_xticks([])
+    axes.set_yticks([])
+    for spine in axes.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_linewidth(BORDER_WIDTH)
+
+
+def plot_image_grid(
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: np.ndarray | Sequence[object],
+    path: PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    columns: int = 8,
+    title: str | None = None,
+) -> Path:
+    """Draws images in a grid, each captioned with its label, e.g. one training batch.
+
+    Args:
+        images: N images, array (N, H, W, 3) or a sequence of (H, W, 3) arrays, RGB in [0, 255].
+        labels: N labels (integer class ids or names).
+        path: Output PNG file; parent directories are created.
+        class_names: Optional names indexed by integer label, shown beside the id.
+        columns: Images per row.
+        title: Optional figure title.
+
+    Returns:
+        The path of the PNG written.
+
+    Raises:
+        ValueError: If there are no images, the counts differ, an image is not (H, W, 3), or
+            columns < 1.
+    """
+    count = len(images)
+    if count == 0 or len(labels) != count:
+        raise ValueError(f"need N >= 1 images and N labels, got {count} and {len(labels)}")
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(1.9 * columns, 2.1 * rows + (0.4 if title else 0.0)))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for position, axes in enumerate(grid.ravel()):
+        axes.set_axis_off()
+        if position < count:
+            axes.imshow(_to_display(images[position], f"images[{position}]"))
+            axes.set_title(_label_text(labels[position], class_names), fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_rankings(
+    query_images: np.ndarray | Sequence[np.ndarray],
+    query_labels: np.ndarray | Sequence[object],
+    ranked_images: np.ndarray | Sequence[Sequence[np.ndarray]],
+    ranked_labels: np.ndarray | Sequence[Sequence[object]],
+    ranked_distances: np.ndarray | Sequence[Sequence[float]],
+    path: PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draws one row per query: the query (blue border) and its ranked matches.
+
+    A match of the query's class gets a green border and title, any other a red one; each
+    title gives the rank and the distance to the query.
+
+    Args:
+        query_images: Q query images, (Q, H, W, 3) or a sequence of (H, W, 3), RGB in [0, 255].
+        query_labels: Q query labels.
+        ranked_images: For each query its K nearest, (Q, K, H, W, 3) or nested sequences.
+        ranked_labels: Labels of the ranked items, (Q, K).
+        ranked_distances: Distances of the ranked items to their query, (Q, K).
+        path: Output PNG file; parent directories are created.
+        class_names: Optional names indexed by integer label.
+        title: Optional figure title.
+
+    Returns:
+        The path of the PNG written.
+
+    Raises:
+        ValueError: If there are no queries or the per-query counts differ.
+    """
+    num_queries = len(query_images)
+    if num_queries == 0 or not (
+        len(query_labels)
+        == len(ranked_images)
+        == len(ranked_labels)
+        == len(ranked_distances)
+        == num_queries
+    ):
+        raise ValueError(
+            "need Q >= 1 queries and Q rows of ranked images, labels and distances, got "
+            f"{num_queries}, {len(query_labels)}, {len(ranked_images)}, {len(ranked_labels)}, "
+            f"{len(ranked_distances)}"
+        )
+    num_ranked = max(len(row) for row in ranked_images)
+    for row in range(num_queries):
+        if not len(ranked_images[row]) == len(ranked_labels[row]) == len(ranked_distances[row]):
+            raise ValueError(f"row {row}: ranked images, labels and distances differ in length")
+
+    figure = Figure(figsize=(1.7 * (num_ranked + 1), 2.0 * num_queries + (0.4 if title else 0)))
+    grid = figure.subplots(num_queries, num_ranked + 1, squeeze=False)
+    for row in range(num_queries):
+        query_axes = grid[row, 0]
+        query_axes.imshow(_to_display(query_images[row], f"query_images[{row}]"))
+        _framed(query_axes, QUERY_COLOR)
+        query_axes.set_title(
+            "query\n" + _label_text(query_labels[row], class_names, width=18),
+            fontsize=7,
+            color=QUERY_COLOR,
+        )
+        for rank in range(num_ranked):
+            axes = grid[row, rank + 1]
+            if rank >= len(ranked_images[row]):
+                axes.set_axis_off()
+                continue
+            label = ranked_labels[row][rank]
+            color = MATCH_COLOR if label == query_labels[row] else MISMATCH_COLOR
+            axes.imshow(_to_display(ranked_images[row][rank], f"ranked_images[{row}][{rank}]"))
+            _framed(axes, color)
+            distance = float(ranked_distances[row][rank])
+            axes.set_title(
+                f"#{rank + 1}  d = {distance:.3f}\n" + _label_text(label, class_names, width=18),
+                fontsize=7,
+                color=color,
+            )
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _read_csv_log(csv_path: Path) -> dict[str, np.ndarray]:
+    """Reads a Keras CSVLogger file into {column: float64 values}; blanks become NaN.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it has no header or no rows.
+    """
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"training log not found: {csv_path}")
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    if not columns or not rows:
+        raise ValueError(f"training log {csv_path} has no header or no rows")
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text) if text not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    return {name: np.array([number(row.get(name)) for row in rows]) for name in columns}
+
+
+def plot_training_curves(csv_path: PathLike, path: PathLike) -> Path:
+    """Plots a Keras CSVLogger log: losses, retrieval metrics and the learning rate.
+
+    One panel with every column whose name ends in ``loss`` (validation columns dashed in the
+    colour of their training column), one with every column containing ``recall`` (e.g.
+    ``val_recall@1``) if any, and one with ``learning_rate`` (or ``lr``) on a log scale if
+    present. The x axis is the ``epoch`` column (shown 1-based) or the row number.
+
+    Args:
+        csv_path: The CSV log.
+        path: Output PNG file; parent directories are created.
+
+    Returns:
+        The path of the PNG written.
+
+    Raises:
+        FileNotFoundError: If the log does not exist.
+        ValueError: If the log is empty or has no loss, recall or learning-rate column.
+    """
+    csv_path = Path(csv_path)
+    log = _read_csv_log(csv_path)
+    steps = len(next(iter(log.values())))
+    x = log["epoch"] + 1 if "epoch" in log else np.arange(1, steps + 1, dtype=np.float64)
+    losses = [name for name in log if name.endswith("loss")]
+    recalls = [name for name in log if "recall" in name.lower()]
+    learning_rate = next((name for name in ("learning_rate", "lr") if name in log), None)
+    panels = [
+        (title, names)
+        for title, names in (
+            ("losses", losses),
+            ("retrieval", recalls),
+            ("learning rate", [learning_rate] if learning_rate else []),
+        )
+        if names
+    ]
+    if not panels:
+        raise ValueError(
+            f"training log {csv_path} has no loss, recall or learning-rate column "
+            f"(columns: {list(log)})"
+        )
+
+    figure = Figure(figsize=(5.0 * len(panels), 3.8))
+    grid = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (title, names) in zip(grid, panels, strict=True):
+        colors: dict[str, str] = {}
+        for name in names:
+            base = name.removeprefix("val_")
+            style = "--" if name.startswith("val_") else "-"
+            (line,) = axes.plot(x, log[name], style, marker=".", label=name, color=colors.get(base))
+            colors.setdefault(base, line.get_color())
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+        if title == "learning rate" and np.nanmin(log[names[0]]) > 0:
+            axes.set_yscale("log")
+        else:
+            axes.legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def write_html_report(
+    title: str,
+    sections: Sequence[tuple[str, Sequence[PathLike]]],
+    path: PathLike,
+    *,
+    notes: str | None = None,
+) -> Path:
+    """Writes one self-contained HTML page with the given images embedded as data URIs.
+
+    The page references no external file: every image is inlined as a base64 ``data:`` URI, so
+    it can be moved, archived or attached on its own.
+
+    Args:
+        title: Page title and top heading.
+        sections: ``(heading, image paths)`` pairs, shown in order; images are PNG or JPEG.
+        path: Output HTML file; parent directories are created.
+        notes: Optional preformatted text (e.g. a metrics table) shown under the title.
+
+    Returns:
+        The path of the HTML page written.
+
+    Raises:
+        FileNotFoundError: If an image does not exist.
+        ValueError: If an image is not PNG or JPEG (by suffix).
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1600px}"
+        "figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}"
+        "figcaption{color:#555;font-size:90%}pre{background:#f6f6f6;padding:1em}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    if notes:
+        parts.append(f"<pre>{html.escape(notes)}</pre>")
+    for heading, image_paths in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for image_path in map(Path, image_paths):
+            mime = _MIME_TYPES.get(image_path.suffix.lower())
+            if mime is None:
+                raise ValueError(
+                    f"cannot embed {image_path}: only PNG and JPEG images are supported"
+                )
+            if not image_path.is_file():
+                raise FileNotFoundError(f"image for the report not found: {image_path}")
+            data = base64.b64encode(image_path.read_bytes()).decode("ascii")
+            name = html.escape(image_path.name)
+            parts.append(
+                f'<figure><img src="data:{mime};base64,{data}" alt="{name}">'
+                f"<figcaption>{name}</figcaption></figure>"
+            )
+    parts += ["</body>", "</html>", ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
