@@ -22,14 +22,13 @@ In both, the object graph refers to storages by *persistent id*
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 import os
 import pickle
 import struct
 import zipfile
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -67,16 +66,19 @@ class CheckpointFormatError(ValueError):
     """A checkpoint is not a well-formed PyTorch state dict of tensors."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _StorageType:
+# The stand-ins below are NamedTuples on purpose: a pickle's BUILD opcode can change an object
+# after it is created (frozen dataclasses included, through their ``__setstate__``), but has no
+# way into an immutable tuple without ``__dict__`` or ``__setstate__``.
+
+
+class _StorageType(NamedTuple):
     """Stand-in for a ``torch.<X>Storage`` class: only its name and element dtype."""
 
     name: str
     dtype: np.dtype
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _StorageRef:
+class _StorageRef(NamedTuple):
     """A storage named by a persistent id; its bytes are read after unpickling."""
 
     key: str
@@ -84,8 +86,7 @@ class _StorageRef:
     numel: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _TensorRef:
+class _TensorRef(NamedTuple):
     """A tensor rebuilt by the pickle, materialised once its storage's bytes are known."""
 
     storage: _StorageRef
@@ -293,7 +294,6 @@ def _materialise(tensor: _TensorRef, storage: np.ndarray, name: str, source: str
     Raises:
         CheckpointFormatError: The view reaches outside its storage.
     """
-    _check_geometry(tensor)  # Again: nothing in the pickle may have altered the view since.
     shape, stride = tensor.shape, tensor.stride
     if 0 in shape:
         return np.zeros(shape, dtype=storage.dtype)
@@ -354,6 +354,7 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
                 f"{source}: entry {name!r} is a {type(tensor).__name__}, expected a tensor "
                 "(nested checkpoints: save model.state_dict() itself)"
             )
+        _check_geometry(tensor)
         key = tensor.storage.key
         if key not in decoded:
             raw = read_bytes(storages[key])
