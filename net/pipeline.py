@@ -1,0 +1,393 @@
+"""The tf.data input pipeline: class-balanced P x K training batches and ordered evaluation.
+
+Everything per image runs as TensorFlow ops inside ``Dataset.map(num_parallel_calls=AUTOTUNE)``:
+read the file, decode JPEG/PNG/GIF/BMP to 3 channels (grayscale expanded, alpha dropped), crop
+to the bounding box or pad to a square, resize, and for training augment. Images leave the
+pipeline as float32 RGB in [0, 255] (whole numbers before augmentation); normalisation for the
+backbone happens inside the model.
+
+Training sampler (:func:`train_dataset`): every batch holds ``P = classes_per_batch`` distinct
+classes, laid out as P groups of ``K = images_per_class`` consecutive images. Each batch draws
+its P classes afresh, without replacement, with probability proportional to their number of
+images (Gumbel top-k), so every image is seen about equally often. Each class walks through its
+images in a random order, reshuffled every time it has used them all; a class with fewer than K
+images repeats images within a batch (sampling with replacement, in effect). All randomness is
+stateless and derived from ``seed``, so a seed fixes the whole stream of batches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from net.data import Records
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+#: Crop modes of :func:`load_image`.
+CROP_MODES = ("bbox", "pad", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image ops
+# --------------------------------------------------------------------------------------------
+
+
+def crop_or_pad(image: tf.Tensor, bbox: tf.Tensor, crop_mode: str) -> tf.Tensor:
+    """Crops an image to its bounding box or pads it to a centred square.
+
+    Args:
+        image: (H, W, C) image of any dtype.
+        bbox: (4,) int, 0-based half-open ``[x1, y1, x2, y2)``; all ``-1`` means the whole
+            image. Used only by ``"bbox"``; clamped to the image (a box outside it keeps at
+            least one pixel).
+        crop_mode: ``"bbox"`` (crop to the box, the CGD paper's protocol), ``"pad"`` (pad with
+            zeros to a square of side max(H, W), the image centred, the extra row or column of
+            an odd difference going to the bottom or right) or ``"none"``.
+
+    Returns:
+        (h, w, C) cropped, (S, S, C) padded or the unchanged image, same dtype.
+
+    Raises:
+        ValueError: for an unknown crop mode.
+    """
+    if crop_mode == "none":
+        return image
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    if crop_mode == "pad":
+        side = tf.maximum(height, width)
+        top = (side - height) // 2
+        left = (side - width) // 2
+        return tf.pad(image, [[top, side - height - top], [left, side - width - left], [0, 0]])
+    if crop_mode == "bbox":
+        bbox = tf.cast(bbox, tf.int32)
+        missing = tf.reduce_all(tf.equal(bbox, -1))
+        x1 = tf.clip_by_value(bbox[0], 0, width - 1)
+        y1 = tf.clip_by_value(bbox[1], 0, height - 1)
+        x2 = tf.clip_by_value(bbox[2], x1 + 1, width)
+        y2 = tf.clip_by_value(bbox[3], y1 + 1, height)
+        x1, y1 = tf.where(missing, 0, x1), tf.where(missing, 0, y1)
+        x2, y2 = tf.where(missing, width, x2), tf.where(missing, height, y2)
+        return image[y1:y2, x1:x2]
+    raise ValueError(f"Unknown crop_mode {crop_mode!r}; use one of {CROP_MODES}")
+
+
+def decode_image(contents: tf.Tensor) -> tf.Tensor:
+    """Decodes JPEG, PNG, GIF (first frame) or BMP bytes to an RGB image.
+
+    Args:
+        contents: scalar string, the file's bytes.
+
+    Returns:
+        (H, W, 3) uint8 RGB; grayscale is expanded to 3 channels, alpha dropped.
+    """
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def load_image(
+    path: tf.Tensor, bbox: tf.Tensor, *, image_size: int, crop_mode: str = "bbox"
+) -> tf.Tensor:
+    """Reads, decodes, crops or pads, and resizes one image.
+
+    Args:
+        path: scalar string, the image file.
+        bbox: (4,) int box, see :func:`crop_or_pad`.
+        image_size: side S of the square output.
+        crop_mode: ``"bbox"``, ``"pad"`` or ``"none"`` (see :func:`crop_or_pad`).
+
+    Returns:
+        (S, S, 3) float32 RGB with whole-number values in [0, 255] (bilinear, antialiased
+        resize, rounded, so caching as uint8 is lossless).
+    """
+    image = crop_or_pad(decode_image(tf.io.read_file(path)), bbox, crop_mode)
+    image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    image = tf.round(tf.clip_by_value(image, 0.0, 255.0))
+    image.set_shape([image_size, image_size, 3])
+    return image
+
+
+def augment_image(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    flip_prob: float = 0.5,
+    transform_prob: float = 0.25,
+    scale_range: tuple[float, float] = (0.8, 1.2),
+    max_translate: float = 0.1,
+    max_rotate_deg: float = 15.0,
+    max_shear_deg: float = 10.0,
+    grayscale_prob: float = 0.25,
+    grayscale_alpha: tuple[float, float] = (0.2, 1.0),
+) -> tf.Tensor:
+    """Applies the seed repository's training augmentations, deterministically given ``seed``.
+
+    A horizontal flip with probability ``flip_prob``; then each of scaling (x and y
+    independently in ``scale_range``), translation (up to ``max_translate`` of the side),
+    rotation (up to ``max_rotate_deg``) and shear (up to ``max_shear_deg``) with probability
+    ``transform_prob``, combined into one affine warp about the image centre (bilinear, zeros
+    outside); then, with probability ``grayscale_prob``, a blend towards grayscale with
+    strength in ``grayscale_alpha``. The seed repository applied 0-2 of scale, translate,
+    rotate and grayscale (each about a quarter of the time) and a flip half of the time.
+
+    Args:
+        image: (H, W, 3) float32 RGB in [0, 255].
+        seed: (2,) int stateless random seed.
+        flip_prob: probability of a horizontal flip.
+        transform_prob: probability of each affine component.
+        scale_range: range of the scale factors.
+        max_translate: largest shift, as a fraction of width/height.
+        max_rotate_deg: largest rotation in degrees.
+        max_shear_deg: largest shear angle in degrees.
+        grayscale_prob: probability of the grayscale blend.
+        grayscale_alpha: range of the blend strength (1 = fully gray).
+
+    Returns:
+        (H, W, 3) float32 RGB in [0, 255].
+    """
+    u = tf.random.stateless_uniform([13], seed=seed, dtype=tf.float32)
+
+    def maybe(index: int, prob: float, value: tf.Tensor, identity: float) -> tf.Tensor:
+        return tf.where(u[index] < prob, value, identity)
+
+    def between(index: int, low: float, high: float) -> tf.Tensor:
+        return low + (high - low) * u[index]
+
+    deg = math.pi / 180.0
+    flip = maybe(0, flip_prob, -1.0, 1.0)
+    sx = maybe(1, transform_prob, between(2, *scale_range), 1.0)
+    sy = maybe(1, transform_prob, between(3, *scale_range), 1.0)
+    translating = u[4] < transform_prob
+    theta = maybe(6, transform_prob, between(7, -max_rotate_deg, max_rotate_deg) * deg, 0.0)
+    shear = maybe(8, transform_prob, between(9, -max_shear_deg, max_shear_deg) * deg, 0.0)
+
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    tx = tf.where(translating, between(5, -max_translate, max_translate) * width, 0.0)
+    ty = tf.where(translating, between(10, -max_translate, max_translate) * height, 0.0)
+    # Forward map about the centre c: out = R(theta) Sh(shear) diag(flip * sx, sy) (in - c) + c + t
+    cos, sin, tan = tf.cos(theta), tf.sin(theta), tf.tan(shear)
+    a00, a01 = cos * flip * sx, (cos * tan - sin) * sy
+    a10, a11 = sin * flip * sx, (sin * tan + cos) * sy
+    det = a00 * a11 - a01 * a10
+    # The op wants the inverse map, output pixel -> input pixel: in = A^-1 (out - c - t) + c.
+    m00, m01, m10, m11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    ox, oy = cx + tx, cy + ty
+    transform = tf.stack(
+        [m00, m01, cx - m00 * ox - m01 * oy, m10, m11, cy - m10 * ox - m11 * oy, 0.0, 0.0]
+    )
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis],
+        transforms=transform[tf.newaxis],
+        output_shape=shape[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )[0]
+
+    alpha = maybe(11, grayscale_prob, between(12, *grayscale_alpha), 0.0)
+    gray = tf.image.rgb_to_grayscale(warped)
+    out = (1.0 - alpha) * warped + alpha * gray
+    out = tf.clip_by_value(out, 0.0, 255.0)
+    out.set_shape(image.shape)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def _check_batch_shape(records: Records, classes_per_batch: int, images_per_class: int) -> None:
+    if classes_per_batch < 1 or images_per_class < 1:
+        raise ValueError(
+            f"classes_per_batch and images_per_class must be >= 1, got {classes_per_batch} and "
+            f"{images_per_class}"
+        )
+    if records.num_classes < classes_per_batch:
+        raise ValueError(
+            f"classes_per_batch={classes_per_batch} exceeds the {records.num_classes} classes of "
+            "the training records"
+        )
+
+
+def steps_per_epoch(records: Records, classes_per_batch: int, images_per_class: int) -> int:
+    """Returns how many P x K batches make one nominal epoch (every image about once).
+
+    Args:
+        records: the training records.
+        classes_per_batch: P.
+        images_per_class: K.
+
+    Returns:
+        ``max(1, len(records) // (P * K))``.
+
+    Raises:
+        ValueError: for a non-positive P or K, or P larger than the number of classes.
+    """
+    _check_batch_shape(records, classes_per_batch, images_per_class)
+    return max(1, len(records) // (classes_per_batch * images_per_class))
+
+
+def _batch_indices(
+    records: Records, classes_per_batch: int, images_per_class: int, seed: int
+) -> tf.data.Dataset:
+    """An infinite dataset of P x K record-index batches (see the module docstring).
+
+    Returns:
+        Dataset of ``(indices, element_ids)``: (P*K,) int64 indices into ``records`` (P groups
+        of K same-class images) and (P*K,) int64 running element numbers for augmentation seeds.
+    """
+    classes, inverse, counts = np.unique(records.labels, return_inverse=True, return_counts=True)
+    grouped = tf.constant(np.argsort(inverse, kind="stable"), tf.int64)  # indices by class
+    offsets = tf.constant(np.cumsum(counts) - counts, tf.int64)
+    sizes = tf.constant(counts, tf.int64)
+    log_weights = tf.constant(np.log(counts), tf.float32)
+    num_classes, p, k = len(classes), classes_per_batch, images_per_class
+
+    def step(cursors: tf.Tensor, batch: tf.Tensor) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        # P distinct classes, probability ~ class size: Gumbel top-k.
+        uniform = tf.random.stateless_uniform(
+            [num_classes], seed=tf.stack([seed, batch]), minval=1e-20, maxval=1.0
+        )
+        _, chosen = tf.math.top_k(log_weights - tf.math.log(-tf.math.log(uniform)), k=p)
+        chosen = tf.cast(chosen, tf.int64)
+        # Positions cursor .. cursor + K - 1 of each chosen class's endless walk.
+        walk = tf.gather(cursors, chosen)[:, None] + tf.range(k, dtype=tf.int64)[None, :]
+        size = tf.broadcast_to(tf.gather(sizes, chosen)[:, None], [p, k])
+        cls = tf.broadcast_to(chosen[:, None], [p, k])
+        # Pass number `walk // size` over class `cls` uses its own random permutation.
+        seeds = tf.stack([tf.fill([p, k], tf.cast(seed, tf.int64)), cls, walk // size], axis=-1)
+        position = tf.raw_ops.RandomIndexShuffle(
+            index=tf.reshape(walk % size, [-1]),
+            seed=tf.reshape(seeds, [-1, 3]),
+            max_index=tf.reshape(size - 1, [-1]),
+        )
+        indices = tf.gather(grouped, tf.reshape(tf.gather(offsets, cls), [-1]) + position)
+        cursors = tf.tensor_scatter_nd_add(
+            cursors, chosen[:, None], tf.fill([p], tf.cast(k, tf.int64))
+        )
+        element_ids = batch * (p * k) + tf.range(p * k, dtype=tf.int64)
+        return cursors, (indices, element_ids)
+
+    return tf.data.Dataset.counter().scan(tf.zeros([num_classes], tf.int64), step)
+
+
+def _image_cache(records: Records, image_size: int, crop_mode: str) -> tf.Variable:
+    """Decodes and resizes every image once into a (N, S, S, 3) uint8 CPU variable."""
+    dataset = eval_dataset(records, batch_size=64, image_size=image_size, crop_mode=crop_mode)
+    images = np.concatenate([batch.numpy().astype(np.uint8) for batch, _ in dataset])
+    with tf.device("/cpu:0"):
+        return tf.Variable(images, trainable=False, name="image_cache")
+
+
+def train_dataset(
+    records: Records,
+    *,
+    classes_per_batch: int,
+    images_per_class: int,
+    image_size: int,
+    crop_mode: str = "bbox",
+    augment: bool = True,
+    seed: int | None = None,
+    cache: bool = False,
+) -> tf.data.Dataset:
+    """An infinite stream of class-balanced P x K training batches.
+
+    See the module docstring for the sampling scheme. Use :func:`steps_per_epoch` for a
+    nominal epoch length.
+
+    Args:
+        records: the training records (at least ``classes_per_batch`` classes).
+        classes_per_batch: P, distinct classes per batch.
+        images_per_class: K, images per class in a batch.
+        image_size: side S of the square images.
+        crop_mode: ``"bbox"``, ``"pad"`` or ``"none"`` (see :func:`crop_or_pad`).
+        augment: apply :func:`augment_image`.
+        seed: fixes the batches and augmentations; None draws one at random.
+        cache: decode and resize every image once, up front, and keep them in memory as uint8
+            (N * S * S * 3 bytes: 2.4 GB for 16k images at 224 px); for small data sets.
+
+    Returns:
+        Dataset of ``(images, labels)``: (P*K, S, S, 3) float32 RGB in [0, 255] and (P*K,)
+        int32, image ``i`` of class group ``j`` at position ``j * K + i``.
+
+    Raises:
+        ValueError: for bad batch sizes or crop mode.
+    """
+    _check_batch_shape(records, classes_per_batch, images_per_class)
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"Unknown crop_mode {crop_mode!r}; use one of {CROP_MODES}")
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
+    seed = int(seed)
+    paths = tf.constant(records.paths)
+    bboxes = tf.constant(records.bboxes, tf.int32)
+    labels = tf.constant(records.labels, tf.int32)
+    cached = _image_cache(records, image_size, crop_mode) if cache else None
+
+    def load(index: tf.Tensor, element_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if cached is not None:
+            image = tf.cast(tf.gather(cached, index), tf.float32)
+        else:
+            image = load_image(
+                paths[index], bboxes[index], image_size=image_size, crop_mode=crop_mode
+            )
+        if augment:
+            # Offset the stream so augmentation draws never reuse the sampler's seeds.
+            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64) + 1, element_id]))
+        return image, labels[index]
+
+    batch_size = classes_per_batch * images_per_class
+    return (
+        _batch_indices(records, classes_per_batch, images_per_class, seed)
+        .unbatch()
+        .map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(AUTOTUNE)
+    )
+
+
+def eval_dataset(
+    records: Records,
+    *,
+    batch_size: int,
+    image_size: int,
+    crop_mode: str = "bbox",
+    cache: bool = False,
+) -> tf.data.Dataset:
+    """Every image exactly once, in record order, last partial batch included.
+
+    Args:
+        records: the records to embed.
+        batch_size: images per batch.
+        image_size: side S of the square images.
+        crop_mode: ``"bbox"``, ``"pad"`` or ``"none"`` (see :func:`crop_or_pad`).
+        cache: keep decoded, resized images in memory after the first pass.
+
+    Returns:
+        Dataset of ``(images, labels)``: (B, S, S, 3) float32 RGB in [0, 255] and (B,) int32,
+        with B = ``batch_size`` except for the last batch.
+
+    Raises:
+        ValueError: for a bad batch size or crop mode.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"Unknown crop_mode {crop_mode!r}; use one of {CROP_MODES}")
+
+    def load(path: tf.Tensor, bbox: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return load_image(path, bbox, image_size=image_size, crop_mode=crop_mode), label
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (records.paths, records.bboxes.astype(np.int32), records.labels.astype(np.int32))
+    ).map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        dataset = dataset.cache()
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
