@@ -1,0 +1,470 @@
+"""Typed, validated configuration.
+
+``config.yaml`` is read once, at the edge (the invoke tasks), into the frozen dataclasses below;
+library functions receive their explicit arguments, never the raw dictionary.
+
+A configuration file holds the full setup at its top level and, optionally, named ``profiles``:
+partial overlays merged over the top level (``load_config(path, profile="demo")``). Every error
+(an unknown key, a missing key, a wrong type, an impossible value) raises one :class:`ConfigError`
+whose message names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DESCRIPTOR_LETTERS = "SMG"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data set lives and how batches are formed.
+
+    Attributes:
+        layout: ``cars196`` (either official layout, detected), ``image_folder`` (one folder per
+            class) or ``csv`` (a manifest ``path,label[,x1,y1,x2,y2]``).
+        root: data set folder (for ``csv``: the manifest file). Relative paths are taken from the
+            configuration file's folder.
+        num_train_classes: classes (in label order) used for training; the rest are the test
+            classes. ``None``: the first half (98 of Cars196's 196).
+        num_val_classes: training classes held out for validation (model selection, early
+            stopping); 0 disables validation.
+        image_size: side of the square network input, in pixels.
+        crop: ``bbox`` (crop to the bounding box, the CGD paper), ``pad`` (pad to a square, the
+            seed), or ``none`` (plain resize).
+        classes_per_batch: P of a P x K training batch.
+        images_per_class: K of a P x K training batch.
+        eval_batch_size: batch size for embedding extraction.
+        augment: the seed's training augmentations (flip, affine, grayscale).
+        cache: keep decoded, resized images in memory (small data sets only).
+        skip_bad_images: drop unreadable images (and say how many) instead of stopping.
+    """
+
+    layout: Literal["cars196", "image_folder", "csv"]
+    root: str
+    num_train_classes: int | None
+    num_val_classes: int
+    image_size: int
+    crop: Literal["bbox", "pad", "none"]
+    classes_per_batch: int
+    images_per_class: int
+    eval_batch_size: int
+    augment: bool
+    cache: bool
+    skip_bad_images: bool
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The embedding network.
+
+    Attributes:
+        architecture: ``cgd`` (combination of global descriptors) or ``simple`` (the baseline).
+        backbone: registered backbone name (``resnet50``, ``small_cnn``, ``efficientnet_lite0``).
+        weights: ``imagenet``, a local weights file, or ``None`` (random initialisation).
+        last_stride: 1 removes the last stage's downsampling (the CGD paper), 2 keeps it.
+        descriptors: CGD descriptor letters (S = SPoC, M = MAC, G = GeM); the first feeds the
+            auxiliary classification head.
+        embedding_dim: total embedding dimension, divisible by the number of descriptors.
+        gem_p: GeM's power.
+        trainable_gem_p: learn GeM's power.
+    """
+
+    architecture: Literal["cgd", "simple"]
+    backbone: str
+    weights: str | None
+    last_stride: Literal[1, 2]
+    descriptors: str
+    embedding_dim: int
+    gem_p: float
+    trainable_gem_p: bool
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Metric-learning loss and the auxiliary classification loss.
+
+    Attributes:
+        name: ``batch_hard_triplet`` or ``hap2s``.
+        params: keyword arguments of that loss (e.g. ``margin``; ``None`` margin = soft margin).
+        auxiliary_weight: weight of the auxiliary classification loss; 0 removes the head.
+        label_smoothing: label smoothing of the auxiliary loss.
+        temperature: temperature dividing the logits of the auxiliary loss.
+    """
+
+    name: Literal["batch_hard_triplet", "hap2s"]
+    params: dict[str, Any]
+    auxiliary_weight: float
+    label_smoothing: float
+    temperature: float
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule.
+
+    Attributes:
+        kind: ``constant``, ``step`` (multiply by ``factor`` at each epoch in ``boundaries``,
+            as in the CGD paper) or ``plateau`` (multiply by ``factor`` when validation
+            Recall@1 stalls for ``patience`` epochs).
+        boundaries: epochs at which the step schedule decays.
+        factor: decay factor.
+        patience: epochs without improvement before a plateau decay.
+    """
+
+    kind: Literal["constant", "step", "plateau"]
+    boundaries: list[int]
+    factor: float
+    patience: int
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation.
+
+    Attributes:
+        epochs: number of epochs.
+        steps_per_epoch: batches per epoch; ``None`` derives it from the training set size.
+        learning_rate: Adam's learning rate.
+        weight_decay: decoupled weight decay (AdamW) when positive.
+        schedule: the learning-rate schedule.
+        early_stopping_patience: stop after this many epochs without a better validation
+            Recall@1; 0 disables early stopping.
+        seed: seed of every random number generator; ``None`` for a random run.
+        deterministic: make TensorFlow's ops deterministic (same seed, same metrics on CPU).
+        mixed_precision: ``None``, ``mixed_float16`` or ``mixed_bfloat16``.
+        jit_compile: XLA-compile the train step.
+        distribution: ``default`` (one device), ``mirrored`` (all local GPUs) or
+            ``multi_worker`` (several machines, from ``TF_CONFIG``).
+    """
+
+    epochs: int
+    steps_per_epoch: int | None
+    learning_rate: float
+    weight_decay: float
+    schedule: ScheduleConfig
+    early_stopping_patience: int
+    seed: int | None
+    deterministic: bool
+    mixed_precision: Literal["mixed_float16", "mixed_bfloat16"] | None
+    jit_compile: bool
+    distribution: Literal["default", "mirrored", "multi_worker"]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Retrieval evaluation.
+
+    Attributes:
+        ks: the K of Recall@K.
+        block_size: queries per block of the exact nearest-neighbour search.
+    """
+
+    ks: list[int]
+    block_size: int
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where runs and figures go.
+
+    Attributes:
+        root: folder holding one sub-folder per run.
+    """
+
+    root: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, as read from one file (and profile)."""
+
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    output: OutputConfig
+    source: str = field(default="<dict>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (what ``config.yaml`` would hold)."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+
+def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
+    """Reads, merges and validates a configuration file.
+
+    Relative data and output paths are resolved against the configuration file's folder, so a
+    run behaves the same from any working directory.
+
+    Args:
+        path: the YAML file.
+        profile: name of an overlay under the file's ``profiles`` key, or ``None``.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, the profile is unknown, or a value is
+            invalid; the message names the file and the key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration file ({error})") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: 'profiles' must map profile names to overlays")
+    if profile is not None:
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"{path}: unknown profile {profile!r} (profiles: {known})")
+        raw = _merge(raw, profiles[profile], f"{path}: profiles.{profile}")
+    source = f"{path}" + (f" (profile {profile})" if profile else "")
+    config = config_from_dict(raw, source=source)
+    base = path.resolve().parent
+    data = dataclasses.replace(config.data, root=str(_resolve(base, config.data.root)))
+    output = dataclasses.replace(config.output, root=str(_resolve(base, config.output.root)))
+    weights = config.model.weights
+    if weights not in (None, "imagenet"):
+        weights = str(_resolve(base, weights))
+    model = dataclasses.replace(config.model, weights=weights)
+    return dataclasses.replace(config, data=data, output=output, model=model)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validates plain data (e.g. a saved ``config.yaml`` of a run) into a :class:`Config`.
+
+    Args:
+        raw: the configuration as nested dictionaries.
+        source: how error messages name where the data came from.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: naming ``source`` and the dotted key of the first problem found.
+    """
+    config = _build(Config, raw, "", source, skip={"source"})
+    config = dataclasses.replace(config, source=source)
+    _check_values(config, source)
+    return config
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
+
+
+def _merge(base: dict, overlay: Any, where: str) -> dict:
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(overlay).__name__}")
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+            merged[key] = _merge(merged[key], value, f"{where}.{key}")
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str, skip: set[str] = frozenset()) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]!s} (valid keys under {where}: "
+            f"{', '.join(names)})"
+        )
+    missing = [name for name in names if name not in raw]
+    if missing:
+        raise ConfigError(f"{source}: missing key {prefix}{missing[0]}")
+    values = {name: _convert(hints[name], raw[name], f"{prefix}{name}", source) for name in names}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.", source)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [arg for arg in args if arg is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, key, source)
+            except ConfigError as error:
+                errors.append(error)
+        if len(options) == 1:
+            raise errors[0]
+        raise ConfigError(f"{source}: {key}: {value!r} is not a valid value ({_describe(hint)})")
+    if origin is Literal:
+        if value not in args or (isinstance(value, bool) and not any(a is value for a in args)):
+            raise ConfigError(
+                f"{source}: {key}: {value!r} is not one of {', '.join(map(repr, args))}"
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
+        return [_convert(args[0], item, f"{key}[{i}]", source) for i, item in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported configuration type {hint!r} for {key}")  # a bug, not input
+
+
+def _describe(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+def _check_values(config: Config, source: str) -> None:
+    def fail(key: str, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{source}: {key}: {message}")
+
+    data, model, loss, training = config.data, config.model, config.loss, config.training
+    positive = {
+        "data.image_size": data.image_size,
+        "data.classes_per_batch": data.classes_per_batch,
+        "data.images_per_class": data.images_per_class,
+        "data.eval_batch_size": data.eval_batch_size,
+        "model.embedding_dim": model.embedding_dim,
+        "training.epochs": training.epochs,
+        "evaluation.block_size": config.evaluation.block_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            fail(key, f"must be positive, got {value}")
+    if data.image_size < 32:
+        fail("data.image_size", f"must be at least 32 pixels, got {data.image_size}")
+    if data.images_per_class < 2:
+        fail("data.images_per_class", "must be at least 2 (a P x K batch needs positives)")
+    if data.classes_per_batch < 2:
+        fail("data.classes_per_batch", "must be at least 2 (a P x K batch needs negatives)")
+    if data.num_train_classes is not None and data.num_train_classes < 2:
+        fail("data.num_train_classes", f"must be at least 2, got {data.num_train_classes}")
+    if data.num_val_classes < 0:
+        fail("data.num_val_classes", f"must be 0 or more, got {data.num_val_classes}")
+    if data.num_train_classes is not None:
+        fit_classes = data.num_train_classes - data.num_val_classes
+        if data.num_val_classes and data.num_val_classes < 2:
+            fail("data.num_val_classes", "must be 0 or at least 2 (retrieval needs negatives)")
+        if data.classes_per_batch > fit_classes:
+            fail(
+                "data.classes_per_batch",
+                f"P = {data.classes_per_batch} classes per batch, but only {fit_classes} "
+                f"training classes remain (num_train_classes {data.num_train_classes} - "
+                f"num_val_classes {data.num_val_classes})",
+            )
+    letters = model.descriptors
+    if not letters:
+        fail("model.descriptors", "must name at least one descriptor (S, M, G)")
+    bad = sorted(set(letters) - set(DESCRIPTOR_LETTERS))
+    if bad:
+        fail(
+            "model.descriptors",
+            f"{letters!r} has {', '.join(map(repr, bad))}; allowed letters are S (SPoC), "
+            "M (MAC) and G (GeM)",
+        )
+    if len(set(letters)) != len(letters):
+        fail("model.descriptors", f"{letters!r} repeats a descriptor")
+    if model.embedding_dim % len(letters):
+        fail(
+            "model.embedding_dim",
+            f"{model.embedding_dim} is not divisible by the {len(letters)} descriptors "
+            f"of {letters!r}",
+        )
+    if model.gem_p <= 0:
+        fail("model.gem_p", f"must be positive, got {model.gem_p}")
+    if loss.auxiliary_weight < 0:
+        fail("loss.auxiliary_weight", f"must be 0 or more, got {loss.auxiliary_weight}")
+    if not 0 <= loss.label_smoothing < 1:
+        fail("loss.label_smoothing", f"must be in [0, 1), got {loss.label_smoothing}")
+    if loss.temperature <= 0:
+        fail("loss.temperature", f"must be positive, got {loss.temperature}")
+    if training.learning_rate <= 0:
+        fail("training.learning_rate", f"must be positive, got {training.learning_rate}")
+    if training.weight_decay < 0:
+        fail("training.weight_decay", f"must be 0 or more, got {training.weight_decay}")
+    if training.steps_per_epoch is not None and training.steps_per_epoch <= 0:
+        fail("training.steps_per_epoch", f"must be positive, got {training.steps_per_epoch}")
+    if training.early_stopping_patience < 0:
+        fail("training.early_stopping_patience", "must be 0 or more")
+    schedule = training.schedule
+    if not 0 < schedule.factor <= 1:
+        fail("training.schedule.factor", f"must be in (0, 1], got {schedule.factor}")
+    if schedule.kind == "step":
+        if not schedule.boundaries:
+            fail("training.schedule.boundaries", "a step schedule needs at least one epoch")
+        if sorted(set(schedule.boundaries)) != schedule.boundaries or schedule.boundaries[0] < 1:
+            fail(
+                "training.schedule.boundaries",
+                f"must be increasing epochs of at least 1, got {schedule.boundaries}",
+            )
+    if schedule.kind == "plateau" and schedule.patience < 1:
+        fail("training.schedule.patience", "must be at least 1 for a plateau schedule")
+    if schedule.kind == "plateau" and data.num_val_classes == 0:
+        fail("training.schedule.kind", "plateau needs validation classes (data.num_val_classes)")
+    ks = config.evaluation.ks
+    if not ks or any(k < 1 for k in ks):
+        fail("evaluation.ks", f"must be positive integers, got {ks}")
+    _check_loss_params(loss, fail)
+
+
+def _check_loss_params(loss: LossConfig, fail: typing.Callable[[str, str], typing.NoReturn]):
+    """Builds the configured loss once so that bad parameters fail at load time."""
+    from net import losses  # deferred: keeps config loading free of TensorFlow until needed
+
+    try:
+        losses.build_metric_loss(loss.name, **loss.params)
+    except (TypeError, ValueError) as error:
+        fail(f"loss.params ({loss.name})", str(error))
