@@ -1,0 +1,265 @@
+"""Compiling and fitting an embedding model: optimiser, schedule, callbacks, resume.
+
+These functions take explicit arguments; :mod:`net.experiment` assembles them from a
+configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from net import callbacks as run_callbacks
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run directory keeps the last good model."""
+
+
+@dataclass
+class FitResult:
+    """What a training run produced.
+
+    Attributes:
+        run_dir: the run directory.
+        epochs_done: epochs completed, counting those of an interrupted run resumed here.
+        initial_epoch: the epoch this call started from (0 for a fresh run).
+        best_epoch: the epoch of ``best.keras`` (1-based).
+        best_score: its monitored validation score, or ``None`` without validation.
+        stopped_early: whether early stopping ended the run.
+        history: the per-epoch logs of this call.
+    """
+
+    run_dir: Path
+    epochs_done: int
+    initial_epoch: int
+    best_epoch: int | None
+    best_score: float | None
+    stopped_early: bool
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def learning_rate_schedule(
+    *,
+    kind: str,
+    learning_rate: float,
+    boundaries: list[int],
+    factor: float,
+    steps_per_epoch: int,
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate to give the optimiser.
+
+    The step schedule counts optimiser iterations, which are saved with the optimiser's state, so
+    a resumed run continues on the same schedule.
+
+    Args:
+        kind: ``constant``, ``step`` or ``plateau`` (a constant the plateau callback lowers).
+        learning_rate: the initial learning rate.
+        boundaries: epochs at which the step schedule multiplies the rate by ``factor``.
+        factor: the decay factor.
+        steps_per_epoch: batches per epoch.
+
+    Returns:
+        A float or a Keras learning-rate schedule.
+    """
+    if kind != "step":
+        return learning_rate
+    values = [learning_rate * factor**i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        boundaries=[b * steps_per_epoch for b in boundaries], values=values
+    )
+
+
+def compile_model(
+    model: keras.Model,
+    *,
+    metric_loss: keras.losses.Loss,
+    auxiliary_loss: keras.losses.Loss | None,
+    auxiliary_weight: float,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    weight_decay: float = 0.0,
+    jit_compile: bool = False,
+) -> None:
+    """Compiles an embedding model with Adam (AdamW with weight decay) and its losses.
+
+    Args:
+        model: a model whose outputs are a dict with ``embeddings`` and, when it has an
+            auxiliary head, ``logits``.
+        metric_loss: the loss on the embeddings.
+        auxiliary_loss: the loss on the logits, used when the model has them.
+        auxiliary_weight: weight of the auxiliary loss.
+        learning_rate: float or schedule.
+        weight_decay: decoupled weight decay; 0 uses plain Adam.
+        jit_compile: XLA-compile the train step.
+    """
+    if weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    losses = {"embeddings": metric_loss}
+    weights = {"embeddings": 1.0}
+    if "logits" in output_names(model):
+        if auxiliary_loss is None:
+            raise ValueError("the model has an auxiliary 'logits' output but no auxiliary loss")
+        losses["logits"] = auxiliary_loss
+        weights["logits"] = float(auxiliary_weight)
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights, jit_compile=jit_compile)
+    # Creating the optimiser's variables before the first traced step halves tracing time.
+    optimizer.build(model.trainable_variables)
+
+
+def output_names(model: keras.Model) -> list[str]:
+    """Names of a model's dict outputs."""
+    outputs = model.output
+    return list(outputs) if isinstance(outputs, dict) else list(model.output_names)
+
+
+def with_targets(dataset: tf.data.Dataset, names: list[str]) -> tf.data.Dataset:
+    """Maps ``(images, labels)`` batches to ``(images, {name: labels})`` for each output."""
+    return dataset.map(
+        lambda images, labels: (images, {name: labels for name in names}),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def fit(
+    model: keras.Model,
+    train_dataset: Callable[[int], tf.data.Dataset],
+    *,
+    run_dir: str | os.PathLike,
+    epochs: int,
+    steps_per_epoch: int,
+    validate: Callable[[keras.Model], dict[str, float]] | None = None,
+    monitor: str = "recall@1",
+    early_stopping_patience: int = 0,
+    plateau: dict[str, Any] | None = None,
+    verbose: int | str = "auto",
+) -> FitResult:
+    """Trains a compiled model, resuming an interrupted run in the same directory.
+
+    Args:
+        model: the compiled model.
+        train_dataset: function of the starting epoch returning an endless dataset of
+            ``(images, labels)`` P x K batches (seeded from the epoch, so a resumed run draws
+            fresh batches rather than replaying the first epochs').
+        run_dir: the run directory (created if needed).
+        epochs: total epochs, counting those already done by an interrupted run.
+        steps_per_epoch: batches per epoch.
+        validate: function returning validation metrics (e.g. ``{"recall@1": 0.8}``) of the
+            current model, or ``None`` for no validation (the best model is then the last).
+        monitor: the validation metric to maximise for model selection and early stopping.
+        early_stopping_patience: epochs without improvement before stopping; 0 never stops.
+        plateau: ``{"factor": f, "patience": p}`` to lower the learning rate when the
+            validation metric stalls, or ``None``.
+        verbose: Keras ``fit`` verbosity (1 shows a progress bar).
+
+    Returns:
+        What the run produced.
+
+    Raises:
+        TrainingDivergedError: the loss became non-finite; the run directory keeps the last
+            good epoch's models and state.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = run_callbacks.read_state(run_dir)
+    initial_epoch = 0
+    if state is not None:
+        run_callbacks.restore_state(model, run_dir, state)
+        initial_epoch = int(state["epoch"])
+        print(f"Resuming {run_dir} after epoch {initial_epoch} of {epochs}.")
+    if initial_epoch >= epochs:
+        print(f"{run_dir} has already completed {initial_epoch} epochs; nothing to train.")
+        return _result(run_dir, state, initial_epoch, initial_epoch, False, {})
+    csv_path = run_dir / "log.csv"
+    run_callbacks.truncate_csv_log(csv_path, initial_epoch)
+    monitored = f"val_{monitor}" if validate else None
+    nan_guard = run_callbacks.NaNGuard()
+    checkpoint = run_callbacks.RunCheckpoint(
+        run_dir,
+        monitor=monitored,
+        patience=early_stopping_patience if validate else 0,
+        state=state,
+    )
+    callback_list: list[keras.callbacks.Callback] = [nan_guard]
+    if validate is not None:
+        callback_list.append(run_callbacks.ValidationMetrics(validate))
+    callback_list.append(run_callbacks.LearningRateLogger())
+    if plateau and validate is not None:
+        callback_list.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitored,
+                mode="max",
+                factor=plateau["factor"],
+                patience=plateau["patience"],
+                verbose=1,
+            )
+        )
+    callback_list += [
+        checkpoint,
+        keras.callbacks.CSVLogger(str(csv_path), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+    ]
+    dataset = with_targets(train_dataset(initial_epoch), output_names(model))
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callback_list,
+        verbose=verbose,
+    )
+    if nan_guard.failure is not None:
+        failure = nan_guard.failure
+        kept = run_dir / "last.keras"
+        where = f"{kept}" if kept.exists() else "nothing (no epoch had completed)"
+        raise TrainingDivergedError(
+            f"training diverged: the loss became {failure['loss']} at epoch {failure['epoch']}, "
+            f"batch {failure['batch']}; kept the last good model: {where}. Lower the learning "
+            "rate or check the data."
+        )
+    final_state = run_callbacks.read_state(run_dir)
+    epochs_done = final_state["epoch"] if final_state else initial_epoch
+    return _result(
+        run_dir,
+        final_state,
+        initial_epoch,
+        epochs_done,
+        checkpoint.stopped_early,
+        {key: [float(v) for v in values] for key, values in history.history.items()},
+    )
+
+
+def _result(run_dir, state, initial_epoch, epochs_done, stopped_early, history) -> FitResult:
+    state = state or {}
+    return FitResult(
+        run_dir=run_dir,
+        epochs_done=epochs_done,
+        initial_epoch=initial_epoch,
+        best_epoch=state.get("best_epoch"),
+        best_score=state.get("best"),
+        stopped_early=stopped_early,
+        history=history,
+    )
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Writes JSON atomically, converting NumPy scalars."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+    text = json.dumps(data, indent=2, default=default, allow_nan=True)
+    run_callbacks.atomic_write_text(path, text + "\n")
