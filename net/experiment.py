@@ -1,0 +1,350 @@
+"""From a configuration to data, model, losses and runs: the assembly the invoke tasks call.
+
+Everything here reads a :class:`net.config.Config` once and passes explicit arguments on to the
+library (:mod:`net.data`, :mod:`net.pipeline`, :mod:`net.model`, :mod:`net.losses`,
+:mod:`net.training`, :mod:`net.analysis`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from net import analysis, data, losses, model, pipeline, training
+from net.callbacks import atomic_write_text
+from net.config import Config, DataConfig, ModelConfig, config_from_dict
+
+
+def load_splits(config: DataConfig) -> data.Split:
+    """Reads, checks and splits the configured data set.
+
+    Args:
+        config: the data configuration.
+
+    Returns:
+        The train, validation and test records.
+
+    Raises:
+        net.data.DataError: the data set is missing or has bad files (unless skipped).
+    """
+    records = data.read_dataset(config.layout, config.root, skip_bad=config.skip_bad_images)
+    return data.metric_learning_split(
+        records,
+        num_train_classes=config.num_train_classes,
+        num_val_classes=config.num_val_classes,
+    )
+
+
+def eval_dataset(records: data.Records, config: DataConfig) -> tf.data.Dataset:
+    """The evaluation pipeline of a split: every image once, in order."""
+    return pipeline.eval_dataset(
+        records,
+        batch_size=config.eval_batch_size,
+        image_size=config.image_size,
+        crop_mode=config.crop,
+        cache=config.cache,
+    )
+
+
+def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> keras.Model:
+    """The configured (uncompiled) embedding model.
+
+    Args:
+        config: the model configuration.
+        image_size: input side in pixels.
+        num_classes: classes of the auxiliary head; 0 for none.
+    """
+    kwargs: dict[str, Any] = {
+        "backbone": config.backbone,
+        "weights": config.weights,
+        "image_size": image_size,
+        "last_stride": config.last_stride,
+        "embedding_dim": config.embedding_dim,
+        "num_classes": num_classes,
+    }
+    if config.architecture == "cgd":
+        kwargs.update(
+            descriptors=config.descriptors,
+            gem_p=config.gem_p,
+            trainable_gem_p=config.trainable_gem_p,
+        )
+    return model.build_model(config.architecture, **kwargs)
+
+
+def distribution_strategy(kind: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy named by the configuration.
+
+    Args:
+        kind: ``default`` (the current device), ``mirrored`` (all local GPUs, or all logical
+            devices) or ``multi_worker`` (workers described by the ``TF_CONFIG`` variable).
+    """
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_run_dir(output_root: str | os.PathLike, name: str | None = None) -> Path:
+    """A new run directory under ``output_root`` (named by the time unless ``name`` is given)."""
+    name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(output_root) / name
+
+
+def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "auto") -> dict:
+    """Trains the configured model in ``run_dir`` (resuming it if interrupted) and tests it.
+
+    Writes ``config.yaml`` (the resolved configuration), ``last.keras``, ``best.keras``,
+    ``log.csv``, TensorBoard logs and ``metrics.json`` (test-set retrieval metrics of the best
+    model, with the run's summary).
+
+    Args:
+        config: the configuration.
+        run_dir: the run directory; an existing one with a saved state is resumed.
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        The content of ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_config(config, run_dir)
+    tc = config.training
+    if tc.seed is not None:
+        keras.utils.set_random_seed(tc.seed)
+    if tc.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if tc.mixed_precision:
+        keras.mixed_precision.set_global_policy(tc.mixed_precision)
+    splits = load_splits(config.data)
+    dc = config.data
+    strategy = distribution_strategy(tc.distribution)
+    replicas = strategy.num_replicas_in_sync
+    steps = tc.steps_per_epoch or pipeline.steps_per_epoch(
+        splits.train, dc.classes_per_batch * replicas, dc.images_per_class
+    )
+    print(
+        f"Data: {len(splits.train)} training images of {splits.train.num_classes} classes, "
+        f"{len(splits.val)} validation images of {splits.val.num_classes} classes, "
+        f"{len(splits.test)} test images of {splits.test.num_classes} classes; "
+        f"{steps} steps of {replicas} x {dc.classes_per_batch} x {dc.images_per_class} images "
+        "an epoch."
+    )
+    with strategy.scope():
+        num_classes = splits.train.num_classes if config.loss.auxiliary_weight > 0 else 0
+        net = build_model(config.model, image_size=dc.image_size, num_classes=num_classes)
+        training.compile_model(
+            net,
+            metric_loss=losses.build_metric_loss(config.loss.name, **config.loss.params),
+            auxiliary_loss=losses.AuxiliaryClassificationLoss(
+                label_smoothing=config.loss.label_smoothing,
+                temperature=config.loss.temperature,
+            ),
+            auxiliary_weight=config.loss.auxiliary_weight,
+            learning_rate=training.learning_rate_schedule(
+                kind=tc.schedule.kind,
+                learning_rate=tc.learning_rate,
+                boundaries=tc.schedule.boundaries,
+                factor=tc.schedule.factor,
+                steps_per_epoch=steps,
+            ),
+            weight_decay=tc.weight_decay,
+            jit_compile=tc.jit_compile,
+        )
+
+    def train_dataset(initial_epoch: int) -> tf.data.Dataset:
+        seed = None if tc.seed is None else tc.seed + 1000 * initial_epoch
+        dataset = pipeline.train_dataset(
+            splits.train,
+            classes_per_batch=dc.classes_per_batch,
+            images_per_class=dc.images_per_class,
+            image_size=dc.image_size,
+            crop_mode=dc.crop,
+            augment=dc.augment,
+            seed=seed,
+            cache=dc.cache,
+        )
+        if replicas > 1:
+            # Each replica takes one whole, contiguous P x K batch of the global batch.
+            dataset = dataset.rebatch(replicas * dc.classes_per_batch * dc.images_per_class)
+        return dataset
+
+    validate = None
+    if len(splits.val):
+        val_data = eval_dataset(splits.val, dc)
+
+        def validate(current: keras.Model) -> dict[str, float]:
+            embeddings, labels = analysis.compute_embeddings(current, val_data, progress=False)
+            return {"recall@1": analysis.recall_at_k(embeddings, labels, ks=(1,))[1]}
+
+    result = training.fit(
+        net,
+        train_dataset,
+        run_dir=run_dir,
+        epochs=tc.epochs,
+        steps_per_epoch=steps,
+        validate=validate,
+        monitor="recall@1",
+        early_stopping_patience=tc.early_stopping_patience,
+        plateau=(
+            {"factor": tc.schedule.factor, "patience": tc.schedule.patience}
+            if tc.schedule.kind == "plateau"
+            else None
+        ),
+        verbose=verbose,
+    )
+    best = keras.saving.load_model(run_dir / "best.keras")
+    metrics = evaluate(best, splits.test, config)
+    summary = {
+        "test": metrics,
+        "epochs_done": result.epochs_done,
+        "best_epoch": result.best_epoch,
+        "best_val_recall@1": result.best_score,
+        "stopped_early": result.stopped_early,
+        "train_images": len(splits.train),
+        "val_images": len(splits.val),
+        "test_images": len(splits.test),
+        "steps_per_epoch": steps,
+    }
+    training.write_json(run_dir / "metrics.json", summary)
+    return summary
+
+
+def evaluate(net: keras.Model, records: data.Records, config: Config, progress: bool = True):
+    """Retrieval metrics of a model on a split (the split is both query and gallery).
+
+    Returns:
+        ``{"recall@1": ..., "precision@1": ..., "r_precision": ..., "map@r": ...,
+        "num_queries": ..., "embedding_dim": ...}``.
+    """
+    embeddings, labels = analysis.compute_embeddings(
+        net, eval_dataset(records, config.data), progress=progress
+    )
+    return analysis.retrieval_metrics(
+        embeddings, labels, ks=tuple(config.evaluation.ks), block_size=config.evaluation.block_size
+    )
+
+
+def embed(
+    net: keras.Model, records: data.Records, config: DataConfig, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels of every image of a split, in order."""
+    return analysis.compute_embeddings(net, eval_dataset(records, config), progress=progress)
+
+
+def _check_same_config(config: Config, run_dir: Path) -> None:
+    """Saves the resolved configuration; a resumed run must use the same one."""
+    path = run_dir / "config.yaml"
+    current = config.to_dict()
+    if path.exists():
+        previous = yaml.safe_load(path.read_text())
+        if previous != current:
+            changed = sorted(
+                f"{section}.{key}"
+                for section in current
+                for key in current[section]
+                if previous.get(section, {}).get(key) != current[section][key]
+            )
+            raise ValueError(
+                f"{run_dir} was started with another configuration (differences: "
+                f"{', '.join(changed)}); use a new run directory or the same configuration"
+            )
+        return
+    atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+
+def run_config(run_dir: str | os.PathLike) -> Config:
+    """The configuration a run directory was trained with."""
+    path = Path(run_dir) / "config.yaml"
+    return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def replace_data(config: Config, **changes: Any) -> Config:
+    """A copy of ``config`` with some data settings changed."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **changes))
+
+
+class ModelFileError(ValueError):
+    """A model path that does not hold a loadable model of this repository."""
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A ``.keras`` file, or a run directory's ``best.keras``.
+
+    Raises:
+        ModelFileError: nothing loadable is at ``path``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.keras"
+    if not path.is_file():
+        raise ModelFileError(f"no saved model at {path}")
+    return path
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a saved model of this repository (safe mode, no custom objects needed).
+
+    Raises:
+        ModelFileError: the file is missing or not a loadable ``.keras`` model.
+    """
+    path = resolve_model_path(path)
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many kinds (ValueError, OSError, zipfile...)
+        raise ModelFileError(f"cannot load the model {path}: {error}") from error
+
+
+def evaluate_query_gallery(
+    net: keras.Model,
+    queries: str | os.PathLike,
+    gallery: str | os.PathLike,
+    config: Config,
+    progress: bool = True,
+) -> dict:
+    """Retrieval metrics of a separate query set against a gallery (In-shop style).
+
+    Args:
+        net: the model.
+        queries: CSV manifest of the query images.
+        gallery: CSV manifest of the gallery images.
+        config: the configuration (image size, crop, batch size, metrics).
+        progress: show progress bars.
+    """
+    query_records = data.read_dataset("csv", queries, skip_bad=config.data.skip_bad_images)
+    gallery_records = data.read_dataset("csv", gallery, skip_bad=config.data.skip_bad_images)
+    query_embeddings, query_labels = embed(net, query_records, config.data, progress)
+    gallery_embeddings, gallery_labels = embed(net, gallery_records, config.data, progress)
+    # Labels are per-manifest indices; compare by class name so both manifests agree.
+    names = sorted(set(query_records.class_names) | set(gallery_records.class_names))
+    index = {name: i for i, name in enumerate(names)}
+    query_labels = np.array([index[query_records.class_names[i]] for i in query_labels])
+    gallery_labels = np.array([index[gallery_records.class_names[i]] for i in gallery_labels])
+    return analysis.retrieval_metrics(
+        gallery_embeddings,
+        gallery_labels,
+        ks=tuple(config.evaluation.ks),
+        query_embeddings=query_embeddings,
+        query_labels=query_labels,
+        block_size=config.evaluation.block_size,
+    )
+
+
+def latest_run_dir(output_root: str | os.PathLike) -> Path:
+    """The most recently modified run directory (one holding ``config.yaml``) under a root.
+
+    Raises:
+        FileNotFoundError: there is none.
+    """
+    runs = [p.parent for p in Path(output_root).glob("*/config.yaml")]
+    if not runs:
+        raise FileNotFoundError(f"no run directory under {output_root}")
+    return max(runs, key=lambda p: p.stat().st_mtime)

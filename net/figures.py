@@ -1,0 +1,183 @@
+"""Figure recipes: which images, queries and neighbours each visualisation task shows.
+
+:mod:`net.visualize` draws; this module picks the data (from a configuration, a saved model and
+the pipelines) and writes one PNG per figure plus one self-contained HTML page per task.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from net import analysis, experiment, pipeline, visualize
+from net.config import Config
+from net.data import Records
+
+
+def _images(records: Records, indices: np.ndarray, config: Config) -> np.ndarray:
+    """The evaluation-pipeline images (float RGB in [0, 255]) of some records, in that order."""
+    subset = records.subset(np.asarray(indices).reshape(-1))
+    dataset = pipeline.eval_dataset(
+        subset,
+        batch_size=config.data.eval_batch_size,
+        image_size=config.data.image_size,
+        crop_mode=config.data.crop,
+    )
+    return np.concatenate([images.numpy() for images, _ in dataset], axis=0)
+
+
+def training_batches(
+    config: Config, output_dir: str | os.PathLike, *, num_batches: int = 2, seed: int = 0
+) -> Path:
+    """Grids of training batches exactly as the training pipeline delivers them.
+
+    Returns:
+        The HTML page.
+    """
+    output_dir = Path(output_dir)
+    splits = experiment.load_splits(config.data)
+    dataset = pipeline.train_dataset(
+        splits.train,
+        classes_per_batch=config.data.classes_per_batch,
+        images_per_class=config.data.images_per_class,
+        image_size=config.data.image_size,
+        crop_mode=config.data.crop,
+        augment=config.data.augment,
+        seed=seed,
+    )
+    pngs = []
+    for number, (images, labels) in enumerate(dataset.take(num_batches), start=1):
+        pngs.append(
+            visualize.plot_image_grid(
+                images.numpy(),
+                labels.numpy(),
+                output_dir / f"training_batch_{number}.png",
+                class_names=splits.train.class_names,
+                columns=config.data.images_per_class,
+                title=f"Training batch {number}: {config.data.classes_per_batch} classes x "
+                f"{config.data.images_per_class} images"
+                + (" (augmented)" if config.data.augment else ""),
+            )
+        )
+    return visualize.write_html_report(
+        "Training batches", [("Training batches", pngs)], output_dir / "training_batches.html"
+    )
+
+
+def rankings_on_batches(
+    config: Config,
+    model_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    num_batches: int = 3,
+    top_k: int = 8,
+    seed: int = 0,
+) -> Path:
+    """For a random query in each of a few test batches, the rest of its batch ranked.
+
+    Returns:
+        The HTML page.
+    """
+    output_dir = Path(output_dir)
+    model = experiment.load_model(model_path)
+    test = experiment.load_splits(config.data).test
+    rng = np.random.default_rng(seed)
+    batch = config.data.eval_batch_size
+    starts = rng.choice(
+        np.arange(0, len(test), batch), size=min(num_batches, -(-len(test) // batch)), replace=False
+    )
+    pngs = []
+    for number, start in enumerate(sorted(starts), start=1):
+        indices = np.arange(start, min(start + batch, len(test)))
+        records = test.subset(indices)
+        images = _images(test, indices, config)
+        embeddings, labels = experiment.embed(model, records, config.data, progress=False)
+        query = int(rng.integers(len(indices)))
+        k = min(top_k, len(indices) - 1)
+        neighbours, distances = analysis.nearest_neighbours(
+            embeddings[[query]], embeddings, k=k, exclude_indices=np.array([query])
+        )
+        pngs.append(
+            visualize.plot_rankings(
+                images[[query]],
+                labels[[query]],
+                images[neighbours],
+                labels[neighbours],
+                distances,
+                output_dir / f"ranking_batch_{number}.png",
+                class_names=test.class_names,
+                title=f"Test batch {number}: a random query and its batch ranked by distance",
+            )
+        )
+    return visualize.write_html_report(
+        "Rankings within test batches",
+        [("Rankings within test batches", pngs)],
+        output_dir / "rankings_on_batches.html",
+    )
+
+
+def rankings_on_dataset(
+    config: Config,
+    model_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    num_queries: int = 8,
+    top_k: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Random test queries and their top matches across the whole test set.
+
+    Returns:
+        The HTML page (with the metrics of the model on the test set as notes).
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = experiment.load_model(model_path)
+    test = experiment.load_splits(config.data).test
+    embeddings, labels = experiment.embed(model, test, config.data)
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(len(test), size=min(num_queries, len(test)), replace=False))
+    neighbours, distances = analysis.nearest_neighbours(
+        embeddings[queries], embeddings, k=min(top_k, len(test) - 1), exclude_indices=queries
+    )
+    needed = np.unique(np.concatenate([queries, neighbours.reshape(-1)]))
+    images = dict(zip(needed.tolist(), _images(test, needed, config), strict=True))
+    png = visualize.plot_rankings(
+        np.stack([images[i] for i in queries]),
+        labels[queries],
+        np.stack([np.stack([images[j] for j in row]) for row in neighbours]),
+        labels[neighbours],
+        distances,
+        output_dir / "rankings_on_dataset.png",
+        class_names=test.class_names,
+        title=f"{len(queries)} random test queries (blue) and their top {neighbours.shape[1]} "
+        "of the whole test set (green: same class, red: other)",
+    )
+    metrics = analysis.retrieval_metrics(
+        embeddings, labels, ks=tuple(config.evaluation.ks), block_size=config.evaluation.block_size
+    )
+    return visualize.write_html_report(
+        "Rankings on the test set",
+        [("Rankings on the test set", [png])],
+        output_dir / "rankings_on_dataset.html",
+        notes=f"Model: {model_path}\n\n" + analysis.format_metrics_table(metrics),
+    )
+
+
+def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None):
+    """Curves of a run's CSV log (losses, validation Recall@1, learning rate).
+
+    Returns:
+        The HTML page.
+    """
+    run_dir = Path(run_dir)
+    output_dir = Path(output_dir) if output_dir else run_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    png = visualize.plot_training_curves(run_dir / "log.csv", output_dir / "training_curves.png")
+    return visualize.write_html_report(
+        f"Training curves of {run_dir.name}",
+        [("Training curves", [png])],
+        output_dir / "training_curves.html",
+    )
