@@ -1,0 +1,62 @@
+"""Retrieval analysis of saved models."""
+
+from invoke import task
+
+from tasks.common import CONFIG_HELP, PROFILE_HELP, fail, load
+
+
+@task(
+    help={
+        "config_path": CONFIG_HELP,
+        "profile": PROFILE_HELP,
+        "model_path": "a saved .keras model or a run directory (its best.keras); several, "
+        "comma-separated, are compared in one table",
+        "split": "the split to evaluate on: test (default), val or train",
+        "queries": "CSV manifest of a separate query set (In-shop style); needs --gallery",
+        "gallery": "CSV manifest of the gallery searched by --queries",
+        "output_path": "JSON file to write (default: analysis.json beside the first model)",
+    }
+)
+def analyze_model_performance(
+    c,
+    model_path,
+    config_path="config.yaml",
+    profile=None,
+    split="test",
+    queries=None,
+    gallery=None,
+    output_path=None,
+):
+    """Recall@K, Precision@1, R-Precision and MAP@R of saved models on a split."""
+    config = load(config_path, profile)
+    from pathlib import Path
+
+    from net import analysis, experiment
+    from net.data import DataError
+
+    paths = [experiment.resolve_model_path(p) for p in model_path.split(",") if p]
+    if bool(queries) != bool(gallery):
+        fail("--queries and --gallery go together")
+    try:
+        results = {}
+        for path in paths:
+            model = experiment.load_model(path)
+            if queries:
+                metrics = experiment.evaluate_query_gallery(model, queries, gallery, config)
+            else:
+                splits = experiment.load_splits(config.data)
+                if split not in ("train", "val", "test"):
+                    fail(f"--split must be train, val or test, not {split!r}")
+                metrics = experiment.evaluate(model, getattr(splits, split), config)
+            results[str(path)] = metrics
+    except (DataError, experiment.ModelFileError) as error:
+        fail(f"Analysis stopped: {error}")
+    if len(results) == 1:
+        print(analysis.format_metrics_table(next(iter(results.values()))))
+    else:
+        print(analysis.compare_models_table(results))
+    output = Path(output_path) if output_path else paths[0].parent / "analysis.json"
+    from net.training import write_json
+
+    write_json(output, results[str(paths[0])] if len(results) == 1 else results)
+    print(f"Wrote {output}")

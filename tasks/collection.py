@@ -1,0 +1,10 @@
+"""The invoke namespace: one collection per module of this package, plus the top-level demo."""
+
+from invoke import Collection
+
+from tasks import analysis, data, demo, docker, ml, tests, visualize
+
+ns = Collection()
+for module in (analysis, data, docker, ml, tests, visualize):
+    ns.add_collection(Collection.from_module(module), name=module.__name__.rsplit(".", 1)[-1])
+ns.add_task(demo.demo)

@@ -1,0 +1,32 @@
+"""Training."""
+
+from invoke import task
+
+from tasks.common import CONFIG_HELP, PROFILE_HELP, fail, load
+
+
+@task(
+    help={
+        "config_path": CONFIG_HELP,
+        "profile": PROFILE_HELP,
+        "run_dir": "run directory; an interrupted run given here resumes (default: a new one "
+        "under output.root)",
+    }
+)
+def train(c, config_path="config.yaml", profile=None, run_dir=None):
+    """Train the configured model; writes models, logs and test metrics to the run directory."""
+    config = load(config_path, profile)
+    from net import experiment
+    from net.data import DataError
+    from net.training import TrainingDivergedError
+
+    run_dir = run_dir or experiment.make_run_dir(config.output.root)
+    print(f"Run directory: {run_dir}")
+    try:
+        summary = experiment.train(config, run_dir)
+    except (DataError, TrainingDivergedError, ValueError) as error:
+        fail(f"Training stopped: {error}")
+    from net.analysis import format_metrics_table
+
+    print(format_metrics_table(summary["test"]))
+    print(f"Models, logs and metrics.json are in {run_dir}")
