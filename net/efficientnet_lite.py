@@ -61,7 +61,7 @@ EFFICIENTNET_LITE0_PREPROCESSING: Final[Mapping[str, object]] = types.MappingPro
         # MEAN and STDDEV for better post-quantization"), i.e. x / 128 - 127 / 128 in [-1, 1).
         "mean": (127.0, 127.0, 127.0),
         "std": (128.0, 128.0, 128.0),
-        "channel_order": "rgb",
+        "channel_order": "RGB",
         "scale": 1.0,
     }
 )

@@ -29,7 +29,7 @@ ROCKET = {657: "missile", 744: "projectile"}
 def preprocess(images: np.ndarray) -> np.ndarray:
     """Float RGB [0, 255] (B, H, W, 3) -> model input, from the published constants."""
     p = EFFICIENTNET_LITE0_PREPROCESSING
-    assert p["channel_order"] == "rgb"
+    assert p["channel_order"] == "RGB"
     return (images * np.float32(p["scale"]) - np.float32(p["mean"])) / np.float32(p["std"])
 
 
