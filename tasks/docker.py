@@ -18,6 +18,7 @@ Every task prints the exact ``docker`` command before running it; ``--dry-run`` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import re
@@ -85,22 +86,24 @@ def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def read_mount_roots(config_path: str | os.PathLike) -> tuple[str, str]:
+def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None) -> tuple[str, str]:
     """Reads ``data.root`` and ``output.root`` from the configuration file.
 
-    Only these two keys are read (with ``yaml.safe_load``); the rest of the file is the training
-    code's business.
+    Only these two keys are read (with ``yaml.safe_load``), with the named profile's overlay of
+    them if it has one; the rest of the file is the training code's business.
 
     Args:
         config_path: The YAML configuration file.
+        profile: Name of an overlay under the file's ``profiles`` key, or None.
 
     Returns:
-        ``(data_root, output_root)`` exactly as written in the file (relative paths are relative
-        to the repository root).
+        ``(data_root, output_root)`` as written in the file; relative paths are relative to the
+        file's folder.
 
     Raises:
         FileNotFoundError: If the configuration file does not exist.
-        ValueError: If the file is not a mapping or a key is missing or not a non-empty string.
+        ValueError: If the file is not a mapping, the profile is unknown, or a key is missing or
+            not a non-empty string.
     """
     import yaml
 
@@ -111,36 +114,75 @@ def read_mount_roots(config_path: str | os.PathLike) -> tuple[str, str]:
         config = yaml.safe_load(stream)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {config!r}")
+    overlay = {}
+    if profile:
+        profiles = config.get("profiles") or {}
+        if not isinstance(profiles, dict) or profile not in profiles:
+            known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else ""
+            raise ValueError(f"{path}: unknown profile {profile!r} (profiles: {known or 'none'})")
+        overlay = profiles[profile] or {}
     roots = []
     for section in ("data", "output"):
-        value = config.get(section)
-        root = value.get("root") if isinstance(value, dict) else None
+        key = f"{section}.root"
+        root = _get(overlay, section, "root")
+        if root is None:
+            root = _get(config, section, "root")
+        else:
+            key = f"profiles.{profile}.{key}"
         if not isinstance(root, str) or not root.strip():
+            raise ValueError(f"{path}: key '{key}' must be a non-empty path string, got {root!r}")
+        if root.startswith("~"):
             raise ValueError(
-                f"{path}: key '{section}.root' must be a non-empty path string, got {root!r}"
+                f"{path}: key '{key}' = {root!r}: '~' means another home folder inside the "
+                "container; write the path absolute or relative to the configuration file"
             )
         roots.append(root)
     return roots[0], roots[1]
 
 
-def container_path(configured: str) -> str:
-    """Maps a path as written in the configuration to where it lies inside the container.
+def _get(mapping: object, section: str, key: str) -> object:
+    value = mapping.get(section) if isinstance(mapping, dict) else None
+    return value.get(key) if isinstance(value, dict) else None
 
-    The container runs in ``/app`` (the repository root), so a relative path keeps its meaning
-    under ``/app`` and an absolute one is mounted at the same absolute path. The configuration
-    therefore reads the same inside and outside the container.
+
+def container_config_path(config_path: str | os.PathLike) -> str:
+    """Where the configuration file is mounted in the container.
+
+    Inside the repository it keeps its place relative to the repository root, which is ``/app``
+    in the container; elsewhere it keeps its absolute path.
+
+    Args:
+        config_path: The configuration file on the host.
+
+    Returns:
+        An absolute POSIX path in the container.
+    """
+    config = Path(os.path.abspath(config_path))
+    try:
+        return posixpath.join(CONTAINER_WORKDIR, config.relative_to(REPO_ROOT).as_posix())
+    except ValueError:
+        return config.as_posix()
+
+
+def container_path(configured: str, config_dir: str = CONTAINER_WORKDIR) -> str:
+    """Maps a path as written in the configuration to where it lies in the container.
+
+    A relative path is relative to the configuration file's folder, on the host as in the
+    container (where that folder is ``config_dir``); an absolute path is mounted at the same
+    absolute path. The configuration thus means the same thing inside and outside.
 
     Args:
         configured: A path from the configuration file.
+        config_dir: The configuration file's folder in the container.
 
     Returns:
-        The normalised absolute POSIX path inside the container.
+        The normalised absolute POSIX path in the container.
 
     Raises:
         ValueError: If the path would be mounted over ``/app`` or one of its parents, which would
             hide the code.
     """
-    target = posixpath.normpath(posixpath.join(CONTAINER_WORKDIR, configured))
+    target = posixpath.normpath(posixpath.join(config_dir, configured))
     if target == "/" or CONTAINER_WORKDIR == target or CONTAINER_WORKDIR.startswith(target + "/"):
         raise ValueError(
             f"path {configured!r} maps to {target} in the container, which would hide the code "
@@ -149,9 +191,75 @@ def container_path(configured: str) -> str:
     return target
 
 
-def host_path(configured: str) -> Path:
-    """Returns the host path of a configured path (relative ones against the repository root)."""
-    return Path(os.path.abspath(REPO_ROOT / configured))
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """A bind mount of the container.
+
+    Attributes:
+        source: Absolute host path.
+        target: Absolute path in the container.
+        read_only: Whether the container may only read it.
+        key: What it is, for messages (``"data.root"``, ``"output.root"``, ``"config"``).
+        configured: The path as written in the configuration.
+    """
+
+    source: Path
+    target: str
+    read_only: bool
+    key: str
+    configured: str
+
+    def args(self) -> list[str]:
+        """Returns the ``--mount`` arguments.
+
+        ``--mount`` (unlike ``--volume``) refuses a missing source instead of creating it owned
+        by root.
+
+        Raises:
+            ValueError: If a path holds a character that the ``--mount`` syntax cannot carry.
+        """
+        for path in (str(self.source), self.target):
+            if any(char in path for char in ',"\n'):
+                raise ValueError(
+                    f"{self.key} {path!r}: commas, quotes and newlines cannot be bind-mounted"
+                )
+        spec = f"type=bind,source={self.source},target={self.target}"
+        return ["--mount", spec + (",readonly" if self.read_only else "")]
+
+
+def config_mounts(
+    config_path: str | os.PathLike, profile: str | None = None, data_read_only: bool = True
+) -> list[Mount]:
+    """The data root, output root and configuration file, as the container must see them.
+
+    Args:
+        config_path: The YAML configuration file on the host.
+        profile: Profile whose overlay of the roots applies, or None.
+        data_read_only: Mount the data root read-only.
+
+    Returns:
+        Mounts of the data root, the output root and the configuration file (read-only).
+
+    Raises:
+        FileNotFoundError, ValueError: See :func:`read_mount_roots` and :func:`container_path`.
+    """
+    data_root, output_root = read_mount_roots(config_path, profile)
+    config_dir = Path(os.path.abspath(config_path)).parent
+    config_target = container_config_path(config_path)
+    target_dir = posixpath.dirname(config_target)
+    return [
+        Mount(
+            source=Path(os.path.abspath(config_dir / configured)),
+            target=container_path(configured, target_dir),
+            read_only=read_only,
+            key=key,
+            configured=configured,
+        )
+        for key, configured, read_only in (
+            ("data.root", data_root, data_read_only),
+            ("output.root", output_root, False),
+        )
+    ] + [Mount(config_dir / Path(config_path).name, config_target, True, "config", "")]
 
 
 def gpu_flags(gpus: str) -> list[str]:
@@ -179,18 +287,6 @@ def gpu_flags(gpus: str) -> list[str]:
     raise ValueError(
         f"gpus={gpus!r}: expected one of {', '.join(GPU_CHOICES)} or device indices like '0,1'"
     )
-
-
-def _bind_mount(source: Path, target: str, read_only: bool) -> list[str]:
-    """Returns ``--mount`` arguments for a bind mount.
-
-    ``--mount`` (unlike ``--volume``) refuses a missing source instead of creating it as root.
-    """
-    for path in (str(source), target):
-        if any(char in path for char in ',"\n'):
-            raise ValueError(f"cannot bind-mount {path!r}: commas, quotes and newlines unsupported")
-    spec = f"type=bind,source={source},target={target}"
-    return ["--mount", spec + (",readonly" if read_only else "")]
 
 
 def build_base_command(tag: str = DEFAULT_BASE_TAG) -> list[str]:
@@ -239,49 +335,34 @@ def build_app_command(tag: str = DEFAULT_APP_TAG, base_tag: str = DEFAULT_BASE_T
 
 def run_command(
     *,
-    config_path: str | os.PathLike,
+    mounts: list[Mount],
     gpus: str = "auto",
     command: str | None = None,
     tag: str = DEFAULT_APP_TAG,
-    data_read_only: bool = True,
 ) -> list[str]:
-    """Returns the ``docker run`` command for the app image.
-
-    Mounts the data root (read-only unless ``data_read_only`` is false), the output root and the
-    configuration file (read-only) where the configuration expects them in the container.
+    """Returns the ``docker run`` command for the app image, as the host user.
 
     Args:
-        config_path: The YAML configuration (relative to the working directory).
+        mounts: Bind mounts, e.g. from :func:`config_mounts`.
         gpus: See :func:`gpu_flags`.
         command: Shell command to run in the container (``bash -c``); None runs the image's
-            default (an interactive shell).
+            default (a shell).
         tag: App image tag.
-        data_read_only: Mount the data directory read-only.
 
     Returns:
         The command as an argument list.
 
     Raises:
-        FileNotFoundError, ValueError: See :func:`read_mount_roots`, :func:`container_path`,
-            :func:`gpu_flags`.
+        ValueError: See :func:`gpu_flags` and :meth:`Mount.args`.
     """
-    data_root, output_root = read_mount_roots(config_path)
-    config_host = Path(config_path).resolve()
-    try:
-        config_target = posixpath.join(
-            CONTAINER_WORKDIR, config_host.relative_to(REPO_ROOT).as_posix()
-        )
-    except ValueError:  # outside the repository: same absolute path
-        config_target = config_host.as_posix()
     uid, gid = host_user_ids()
     args = ["docker", "run", "--rm"]
     if stdin_is_terminal():
         args += ["--interactive", "--tty"]
     args += gpu_flags(gpus)
     args += ["--user", f"{uid}:{gid}"]
-    args += _bind_mount(host_path(data_root), container_path(data_root), data_read_only)
-    args += _bind_mount(host_path(output_root), container_path(output_root), False)
-    args += _bind_mount(config_host, config_target, True)
+    for mount in mounts:
+        args += mount.args()
     args.append(tag)
     if command:
         args += ["bash", "-c", command]
@@ -323,9 +404,12 @@ def build_app_container(
 
 @task(
     help={
-        "config-path": "YAML configuration whose data.root and output.root are mounted.",
+        "config-path": "YAML configuration whose data.root and output.root are mounted "
+        "(default: config.yaml).",
+        "profile": "Profile of the configuration whose roots to mount, e.g. 'demo'.",
         "gpus": "auto (all GPUs if the host has NVIDIA GPUs), all, none, or indices like 0,1.",
-        "command": "Shell command to run in the container, e.g. 'invoke train'; default: a shell.",
+        "command": "Shell command to run in the container, e.g. 'invoke ml.train'; default: a "
+        "shell.",
         "tag": f"Tag of the app image (default {DEFAULT_APP_TAG}).",
         "data-read-only": "Mount the data directory read-only (default; --no-data-read-only to "
         "let the container write it).",
@@ -335,6 +419,7 @@ def build_app_container(
 def run(
     c: Context,
     config_path: str = "config.yaml",
+    profile: str | None = None,
     gpus: str = "auto",
     command: str | None = None,
     tag: str = DEFAULT_APP_TAG,
@@ -342,19 +427,17 @@ def run(
     dry_run: bool = False,
 ):
     """Run a command (or a shell) in the app container with GPUs, data and outputs mounted."""
-    args = run_command(
-        config_path=config_path, gpus=gpus, command=command, tag=tag, data_read_only=data_read_only
-    )
+    mounts = config_mounts(config_path, profile, data_read_only)
+    args = run_command(mounts=mounts, gpus=gpus, command=command, tag=tag)
     if not dry_run:
-        data_root, output_root = read_mount_roots(config_path)
-        data_dir, output_dir = host_path(data_root), host_path(output_root)
-        if not data_dir.is_dir():
-            if data_read_only:
+        data, output = mounts[0], mounts[1]
+        if not data.source.is_dir():
+            if data.read_only:
                 raise FileNotFoundError(
-                    f"{config_path}: data.root {data_root!r} -> {data_dir} does not exist; "
-                    "download or generate the data first"
+                    f"{config_path}: {data.key} {data.configured!r} -> {data.source} does not "
+                    "exist; download or generate the data first"
                 )
-            data_dir.mkdir(parents=True)
-        # Created here, by the host user: a missing mount source would otherwise be refused.
-        output_dir.mkdir(parents=True, exist_ok=True)
+            data.source.mkdir(parents=True)
+        # Created here, by the host user: docker refuses a missing --mount source.
+        output.source.mkdir(parents=True, exist_ok=True)
     _execute(c, args, dry_run, pty=stdin_is_terminal())

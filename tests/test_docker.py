@@ -501,6 +501,54 @@ def test_run_refuses_missing_data_and_mounts_over_the_code(host, repo):
     assert docker_tasks.container_path("/mnt/cars/") == "/mnt/cars"
 
 
+def test_relative_roots_follow_the_configuration_file_folder(host, repo, tmp_path, capsys):
+    """As net.config does: relative roots are relative to the file's folder, here and in /app."""
+    root, outputs = repo
+    (root / "configs").mkdir()
+    (root / "configs" / "exp.yaml").write_text(
+        "data: {root: ../data/cars196}\noutput: {root: ../runs}\n"
+        "profiles: {small: {data: {root: ../data/demo}}}\n"
+    )
+    docker_tasks.run(MockContext(run={}), config_path="configs/exp.yaml", gpus="none", dry_run=True)
+    assert capsys.readouterr().out.strip() == (
+        "docker run --rm --user 1234:5678 "
+        f"--mount type=bind,source={root}/data/cars196,target=/app/data/cars196,readonly "
+        f"--mount type=bind,source={root}/runs,target=/app/runs "
+        f"--mount type=bind,source={root}/configs/exp.yaml,target=/app/configs/exp.yaml,readonly "
+        "cgd-app:latest"
+    )
+    # A profile overlays only the roots it names; a file outside the repository keeps its path.
+    outside = tmp_path / "exp" / "outside.yaml"
+    outside.parent.mkdir()
+    outside.write_text((root / "configs" / "exp.yaml").read_text())
+    mounts = docker_tasks.config_mounts(outside, profile="small")
+    assert [(str(m.source), m.target) for m in mounts] == [
+        (str(tmp_path / "data" / "demo"), str(tmp_path / "data" / "demo")),
+        (str(tmp_path / "runs"), str(tmp_path / "runs")),
+        (str(outside), str(outside)),
+    ]
+    with pytest.raises(ValueError, match="unknown profile 'big' \\(profiles: small\\)"):
+        docker_tasks.config_mounts(outside, profile="big")
+    outside.write_text("data: {root: ~/cars}\noutput: {root: runs}\n")
+    with pytest.raises(ValueError, match="'data.root' = '~/cars'"):
+        docker_tasks.config_mounts(outside)
+
+
+@pytest.mark.parametrize("profile", [None, "demo"])
+def test_the_repository_config_mounts_what_the_training_code_reads(profile):
+    """config.yaml resolves to the folders net.config resolves, mounted under /app."""
+    if not (ROOT / "config.yaml").is_file():
+        pytest.skip("no config.yaml yet")
+    from net.config import load_config
+
+    config = load_config(ROOT / "config.yaml", profile=profile)
+    data, output, mounted = docker_tasks.config_mounts(ROOT / "config.yaml", profile)
+    assert (data.source, output.source) == (Path(config.data.root), Path(config.output.root))
+    for mount in (data, output):
+        assert mount.target == "/app/" + mount.source.relative_to(ROOT).as_posix()
+    assert mounted.target == "/app/config.yaml" and data.read_only and not output.read_only
+
+
 def test_build_commands(host, capsys):
     pin = _pinned_tf()
     base = (
