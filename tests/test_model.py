@@ -1,0 +1,222 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+from net.layers import GeneralizedMeanPooling2D, ImagePreprocessing
+from net.losses import (
+    AuxiliaryClassificationLoss,
+    BatchHardTripletLoss,
+    HardAwarePointToSetLoss,
+)
+from net.model import (
+    build_cgd_model,
+    build_model,
+    build_simple_model,
+    embedding_model,
+    parse_descriptors,
+)
+
+SIZE = 64
+NUM_CLASSES = 4
+
+
+def _images(n, seed=0, size=SIZE):
+    return np.random.default_rng(seed).uniform(0, 255, size=(n, size, size, 3)).astype(np.float32)
+
+
+def _producer(tensor):
+    """Name of the layer that produced a symbolic tensor."""
+    return tensor._keras_history.operation.name
+
+
+def _training_view(model):
+    """An uncompiled functional view sharing ``model``'s layers (compiling it leaves ``model``
+    without optimizer state, so saving ``model`` stays small)."""
+    names = [n for n in ("embeddings", "logits") if n in model.output_names]
+    return keras.Model(model.inputs[0], {n: model.get_layer(n).output for n in names})
+
+
+@pytest.fixture(scope="module")
+def resnet_cgd():
+    """The paper's configuration at a small input size: ResNet-50, last stride 1, SG, 1536-d."""
+    return build_cgd_model(
+        backbone="resnet50", weights=None, image_size=SIZE, num_classes=NUM_CLASSES
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Descriptor strings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_parse_descriptors():
+    assert parse_descriptors("SG") == ("S", "G")
+    assert parse_descriptors("gs") == ("G", "S")
+    for bad, pattern in (("", "non-empty"), ("SX", "X"), ("SS", "repeated"), (None, "None")):
+        with pytest.raises(ValueError, match=pattern):
+            parse_descriptors(bad)
+
+
+@pytest.mark.parametrize("descriptors", ["S", "SM", "SG", "MG", "SMG", "GS"])
+def test_cgd_head_structure(descriptors):
+    dim = 24 * len(descriptors)
+    model = build_cgd_model(
+        backbone="small_cnn",
+        image_size=SIZE,
+        descriptors=descriptors,
+        embedding_dim=dim,
+        num_classes=NUM_CLASSES,
+    )
+    kinds = [{"S": "spoc", "M": "mac", "G": "gem"}[c] for c in descriptors]
+    for kind in kinds:
+        assert model.get_layer(f"{kind}_fc").units == dim // len(descriptors)
+        assert model.get_layer(f"{kind}_fc").use_bias is False
+    # The first descriptor (raw) feeds the auxiliary head.
+    assert _producer(model.get_layer("auxiliary_bn").input) == kinds[0]
+    out = model(_images(3))
+    embeddings = out["embeddings"].numpy()
+    assert embeddings.shape == (3, dim)
+    assert out["logits"].shape == (3, NUM_CLASSES)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert (embeddings < 0).any()
+    # Each branch is itself unit norm before the concatenation: every block has norm 1/sqrt(n).
+    blocks = embeddings.reshape(3, len(descriptors), -1)
+    np.testing.assert_allclose(
+        np.linalg.norm(blocks, axis=2), 1 / np.sqrt(len(descriptors)), atol=1e-5
+    )
+
+
+def test_cgd_without_classes_has_only_embeddings():
+    model = build_cgd_model(backbone="small_cnn", image_size=SIZE, embedding_dim=32)
+    assert model.output_names == ["embeddings"]
+    assert set(model(_images(2))) == {"embeddings"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        ({"descriptors": "SMG", "embedding_dim": 100}, "100"),
+        ({"descriptors": "SQ"}, "Q"),
+        ({"embedding_dim": 0}, "embedding_dim"),
+        ({"num_classes": -1}, "num_classes"),
+        ({"backbone": "vgg"}, "vgg"),
+    ],
+)
+def test_cgd_rejects_bad_configuration(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build_cgd_model(**{"backbone": "small_cnn", "image_size": SIZE, **kwargs})
+
+
+def test_trainable_gem_p():
+    model = build_cgd_model(
+        backbone="small_cnn",
+        image_size=SIZE,
+        descriptors="G",
+        embedding_dim=8,
+        trainable_gem_p=True,
+    )
+    gem = model.get_layer("gem")
+    assert isinstance(gem, GeneralizedMeanPooling2D)
+    assert any(w is gem.p for w in model.trainable_weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baseline and dispatch
+# ---------------------------------------------------------------------------------------------
+
+
+def test_simple_model():
+    model = build_simple_model(
+        backbone="small_cnn", image_size=SIZE, embedding_dim=16, num_classes=3, pooling="M"
+    )
+    assert model.get_layer("hidden_fc").units == 256  # the backbone's width
+    out = model(_images(2))
+    assert out["embeddings"].shape == (2, 16) and out["logits"].shape == (2, 3)
+    np.testing.assert_allclose(np.linalg.norm(out["embeddings"], axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        build_simple_model(backbone="small_cnn", image_size=SIZE, pooling="SG")
+
+
+def test_build_model_dispatch():
+    cgd = build_model("cgd", backbone="small_cnn", image_size=SIZE, embedding_dim=8)
+    assert cgd.get_layer("spoc") is not None
+    simple = build_model("simple", backbone="small_cnn", image_size=SIZE, embedding_dim=8)
+    assert simple.get_layer("hidden_fc") is not None
+    with pytest.raises(ValueError, match=r"'mlp'.*cgd.*simple"):
+        build_model("mlp")
+
+
+def test_hap2s_training_step_on_small_cnn():
+    model = build_cgd_model(
+        backbone="small_cnn", image_size=32, descriptors="MG", embedding_dim=16, num_classes=3
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss={"embeddings": HardAwarePointToSetLoss(), "logits": AuxiliaryClassificationLoss()},
+        loss_weights={"embeddings": 1.0, "logits": 0.5},
+    )
+    labels = np.repeat(np.arange(3), 2).astype(np.int32)
+    logs = model.train_on_batch(
+        _images(6, size=32), {"embeddings": labels, "logits": labels}, return_dict=True
+    )
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-50 CGD: preprocessing, stride, one training step, save/load
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_resnet_cgd_layout(resnet_cgd):
+    first = resnet_cgd.layers[1]
+    assert isinstance(first, ImagePreprocessing) and first.channel_order == "BGR"
+    assert resnet_cgd.input.name == "images" or resnet_cgd.inputs[0].name == "images"
+    # last_stride=1: 64 px -> 4 x 4 (it would be 2 x 2 with the downsampling).
+    assert tuple(resnet_cgd.get_layer("resnet50").output.shape) == (None, 4, 4, 2048)
+    assert resnet_cgd.get_layer("spoc_fc").units == 768
+
+
+@pytest.mark.slow
+def test_resnet_cgd_training_step(resnet_cgd):
+    model = _training_view(resnet_cgd)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss={
+            "embeddings": BatchHardTripletLoss(margin=0.1),
+            "logits": AuxiliaryClassificationLoss(label_smoothing=0.1, temperature=0.5),
+        },
+    )
+    labels = np.repeat(np.arange(NUM_CLASSES), 2).astype(np.int32)  # P = 4, K = 2
+    before = resnet_cgd.get_layer("spoc_fc").get_weights()[0].copy()
+    logs = model.train_on_batch(
+        _images(8, seed=1), {"embeddings": labels, "logits": labels}, return_dict=True
+    )
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+    after = resnet_cgd.get_layer("spoc_fc").get_weights()[0]
+    assert not np.array_equal(before, after)  # the shared model was trained
+
+
+@pytest.mark.slow
+def test_resnet_cgd_save_load_round_trip(resnet_cgd, tmp_path):
+    path = str(tmp_path / "cgd.keras")
+    resnet_cgd.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)  # no custom_objects
+    images = _images(3, seed=2)
+    want = embedding_model(resnet_cgd).predict(images, verbose=0)
+    got = embedding_model(loaded).predict(images, verbose=0)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        loaded.predict(images, verbose=0)["logits"], resnet_cgd.predict(images, verbose=0)["logits"]
+    )
+    assert tuple(loaded.get_layer("resnet50").output.shape) == (None, 4, 4, 2048)
+
+
+def test_embedding_model_requires_embeddings_layer():
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="embeddings"):
+        embedding_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
