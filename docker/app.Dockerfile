@@ -26,11 +26,14 @@ RUN set -eux; \
         --uid "${USER_UID}" --gid "${USER_GID}" "${USER_NAME}"
 
 # The repository root is /app: `import net` works from anywhere, relative paths in config.yaml
-# resolve as on the host, and TensorFlow's C++ logging stays quiet (errors only). MPLCONFIGDIR
-# is writable whatever uid `docker run --user` picks.
+# resolve as on the host, and TensorFlow's C++ logging stays quiet (errors only). The caches of
+# matplotlib, pytest and ruff go to /tmp: /app is read-only for the user, and /tmp is writable
+# whatever uid `docker run --user` picks.
 ENV PYTHONPATH=/app \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PYTEST_ADDOPTS="-o cache_dir=/tmp/pytest_cache" \
+    RUFF_CACHE_DIR=/tmp/ruff_cache
 WORKDIR /app
 
 # Development tools (pytest, ruff, dockerfile) so the tests can run on the GPU machine. The
