@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # App image of the CGD repository: the base image (docker/app_base.Dockerfile) plus the code at
 # /app and a non-root user. Rebuild it after code changes; only the last layers change.
 #

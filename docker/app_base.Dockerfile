@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # GPU base image of the CGD repository: the official TensorFlow GPU image of the version that
 # requirements.txt pins, the repository's other requirements, and the ResNet-50 ImageNet weights,
 # so that training in the container never downloads anything. Rebuild it only when the
