@@ -206,6 +206,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     summary = {
         "test": metrics,
         "epochs_done": result.epochs_done,
+        "resumed_from_epoch": result.initial_epoch,
         "best_epoch": result.best_epoch,
         "best_val_recall@1": result.best_score,
         "stopped_early": result.stopped_early,
@@ -240,24 +241,34 @@ def embed(
     return analysis.compute_embeddings(net, eval_dataset(records, config), progress=progress)
 
 
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be resumed with the given configuration."""
+
+
 def _check_same_config(config: Config, run_dir: Path) -> None:
-    """Saves the resolved configuration; a resumed run must use the same one."""
+    """Saves the resolved configuration; a resumed run must use the same one.
+
+    Only ``training.epochs`` may differ: asking for more epochs extends a finished run.
+
+    Raises:
+        RunDirectoryError: the run directory was started with another configuration.
+    """
     path = run_dir / "config.yaml"
     current = config.to_dict()
     if path.exists():
         previous = yaml.safe_load(path.read_text())
-        if previous != current:
-            changed = sorted(
-                f"{section}.{key}"
-                for section in current
-                for key in current[section]
-                if previous.get(section, {}).get(key) != current[section][key]
-            )
-            raise ValueError(
+        changed = sorted(
+            f"{section}.{key}"
+            for section in current
+            for key in current[section]
+            if previous.get(section, {}).get(key) != current[section][key]
+            and f"{section}.{key}" != "training.epochs"
+        )
+        if changed:
+            raise RunDirectoryError(
                 f"{run_dir} was started with another configuration (differences: "
                 f"{', '.join(changed)}); use a new run directory or the same configuration"
             )
-        return
     atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
 

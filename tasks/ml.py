@@ -24,7 +24,7 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None):
     print(f"Run directory: {run_dir}")
     try:
         summary = experiment.train(config, run_dir)
-    except (DataError, TrainingDivergedError, ValueError) as error:
+    except (DataError, TrainingDivergedError, experiment.RunDirectoryError) as error:
         fail(f"Training stopped: {error}")
     from net.analysis import format_metrics_table
 

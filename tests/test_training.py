@@ -1,0 +1,162 @@
+"""Training runs: resume, NaN handling, atomic checkpoints, determinism (small CNN, tiny data)."""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from net import callbacks, experiment, pipeline, training
+from net.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(root, **training_changes):
+    """The demo profile shrunk to seconds: 32 px, 2 steps an epoch, no validation classes."""
+    config = load_config(REPO / "config.yaml", profile="demo")
+    data = dataclasses.replace(
+        config.data,
+        root=str(root),
+        image_size=32,
+        num_val_classes=2,
+        classes_per_batch=2,
+        images_per_class=2,
+        eval_batch_size=16,
+    )
+    model = dataclasses.replace(config.model, embedding_dim=32)
+    changes = {"epochs": 2, "steps_per_epoch": 2, "seed": 3, **training_changes}
+    train = dataclasses.replace(config.training, **changes)
+    schedule = dataclasses.replace(train.schedule, boundaries=[1])
+    train = dataclasses.replace(train, schedule=schedule)
+    evaluation = dataclasses.replace(config.evaluation, ks=[1, 2])
+    return dataclasses.replace(
+        config, data=data, model=model, training=train, evaluation=evaluation
+    )
+
+
+def csv_epochs(run_dir):
+    rows = (Path(run_dir) / "log.csv").read_text().splitlines()[1:]
+    return [int(row.split(",")[0]) for row in rows]
+
+
+def test_run_writes_its_artifacts_and_continues_where_it_stopped(demo_dataset_root, tmp_path):
+    run_dir = tmp_path / "run"
+    first = experiment.train(tiny_config(demo_dataset_root, epochs=1), run_dir, verbose=0)
+    assert first["epochs_done"] == 1
+    for name in ("best.keras", "last.keras", "config.yaml", "metrics.json", "log.csv"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "tensorboard").is_dir()
+    assert callbacks.read_state(run_dir)["epoch"] == 1
+    weights_after_one = keras.saving.load_model(run_dir / "last.keras").get_weights()
+
+    # Same run directory, a longer run: starts at the second epoch, from the saved weights.
+    second = experiment.train(tiny_config(demo_dataset_root, epochs=2), run_dir, verbose=0)
+    assert second["resumed_from_epoch"] == 1
+    assert second["epochs_done"] == 2
+    assert csv_epochs(run_dir) == [0, 1]
+    log = (run_dir / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "val_recall@1", "learning_rate"} <= set(log)
+    # The step schedule (boundary at epoch 1) has decayed the rate by `factor`.
+    rows = [
+        dict(zip(log, r.split(","), strict=True))
+        for r in (run_dir / "log.csv").read_text().splitlines()[1:]
+    ]
+    assert float(rows[1]["learning_rate"]) == pytest.approx(float(rows[0]["learning_rate"]) * 0.1)
+    weights_after_two = keras.saving.load_model(run_dir / "last.keras").get_weights()
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(weights_after_one, weights_after_two, strict=True)
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"recall@1", "recall@2", "precision@1", "r_precision", "map@r"}
+    assert metrics["test"]["num_queries"] == metrics["test_images"]
+
+    # Nothing left to do: a third call trains nothing.
+    third = experiment.train(tiny_config(demo_dataset_root, epochs=2), run_dir, verbose=0)
+    assert third["epochs_done"] == 2
+    assert csv_epochs(run_dir) == [0, 1]
+
+
+def test_resuming_with_another_configuration_is_refused(demo_dataset_root, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir).mkdir()
+    config = tiny_config(demo_dataset_root, epochs=1)
+    experiment._check_same_config(config, run_dir)
+    other = dataclasses.replace(config, model=dataclasses.replace(config.model, embedding_dim=64))
+    with pytest.raises(experiment.RunDirectoryError, match="model.embedding_dim"):
+        experiment._check_same_config(other, run_dir)
+    # More epochs is not another configuration: it extends the run.
+    longer = dataclasses.replace(config, training=dataclasses.replace(config.training, epochs=5))
+    experiment._check_same_config(longer, run_dir)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
+    demo_dataset_root, tmp_path
+):
+    config = tiny_config(demo_dataset_root)
+    splits = experiment.load_splits(config.data)
+    model = experiment.build_model(config.model, image_size=32, num_classes=0)
+    training.compile_model(
+        model,
+        metric_loss=experiment.losses.build_metric_loss("batch_hard_triplet", margin=0.1),
+        auxiliary_loss=None,
+        auxiliary_weight=0.0,
+        learning_rate=1e-3,
+    )
+    steps = 2
+
+    def poisoned(initial_epoch):
+        clean = pipeline.train_dataset(
+            splits.train, classes_per_batch=2, images_per_class=2, image_size=32, seed=0
+        )
+        # From the second epoch on the images are NaN, so the loss is too.
+        return clean.enumerate().map(
+            lambda i, batch: (
+                tf.where(i >= steps, tf.fill(tf.shape(batch[0]), math.nan), batch[0]),
+                batch[1],
+            )
+        )
+
+    with pytest.raises(training.TrainingDivergedError, match=r"epoch 2, batch 1.*last.keras"):
+        training.fit(model, poisoned, run_dir=tmp_path, epochs=3, steps_per_epoch=steps, verbose=0)
+    assert callbacks.read_state(tmp_path)["epoch"] == 1
+    kept = keras.saving.load_model(tmp_path / "last.keras")
+    assert all(np.isfinite(w).all() for w in kept.get_weights())
+    # The log keeps the diverged epoch, so the failure can be seen in it.
+    assert csv_epochs(tmp_path) == [0, 1]
+    assert "nan" in (tmp_path / "log.csv").read_text().splitlines()[-1]
+
+
+def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "last.keras"
+    callbacks.atomic_save_model(model, path)
+    before = path.read_bytes()
+
+    def crash(self, filepath, *args, **kwargs):
+        Path(filepath).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        callbacks.atomic_save_model(model, path)
+    assert path.read_bytes() == before
+
+
+def test_truncate_csv_log_drops_rows_after_the_saved_epoch(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
+    callbacks.truncate_csv_log(path, 2)
+    assert path.read_text() == "epoch,loss\n0,1.0\n1,0.9\n"
+
+
+def test_same_seed_same_metrics_on_cpu(demo_dataset_root, tmp_path):
+    config = tiny_config(demo_dataset_root, epochs=1, deterministic=True)
+    a = experiment.train(config, tmp_path / "a", verbose=0)
+    b = experiment.train(config, tmp_path / "b", verbose=0)
+    assert a["test"] == b["test"]
+    assert a["best_val_recall@1"] == b["best_val_recall@1"]
