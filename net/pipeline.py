@@ -8,11 +8,16 @@ backbone happens inside the model.
 
 Training sampler (:func:`train_dataset`): every batch holds ``P = classes_per_batch`` distinct
 classes, laid out as P groups of ``K = images_per_class`` consecutive images. Each batch draws
-its P classes afresh, without replacement, with probability proportional to their number of
-images (Gumbel top-k), so every image is seen about equally often. Each class walks through its
-images in a random order, reshuffled every time it has used them all; a class with fewer than K
-images repeats images within a batch (sampling with replacement, in effect). All randomness is
-stateless and derived from ``seed``, so a seed fixes the whole stream of batches.
+its P classes afresh by systematic sampling (a random class order, then P equally spaced points
+on the cumulative inclusion probabilities), which includes class ``c`` with probability
+``pi_c = P * n_c / N`` exactly (``n_c`` its images, ``N`` all images), so every image is seen
+equally often in expectation; a class larger than ``N / P`` is capped at ``pi_c = 1`` (in
+every batch) and its images are seen less often. Each class walks through its images in a
+random order, reshuffled after each pass; a class with at least K images never repeats one
+within a batch (when fewer than K are left in a pass, the batch starts the next pass, so the
+leftovers, a different random few each pass, wait for a later pass), and a class with fewer
+than K images repeats images within a batch (sampling with replacement, in effect). All
+randomness is stateless and derived from ``seed``, so a seed fixes the whole stream of batches.
 """
 
 from __future__ import annotations
@@ -234,6 +239,28 @@ def steps_per_epoch(records: Records, classes_per_batch: int, images_per_class: 
     return max(1, len(records) // (classes_per_batch * images_per_class))
 
 
+def inclusion_probabilities(class_sizes: np.ndarray, classes_per_batch: int) -> np.ndarray:
+    """Per-batch inclusion probabilities of the classes: proportional to size, capped at 1.
+
+    Args:
+        class_sizes: (C,) number of images of each class.
+        classes_per_batch: P, at most C.
+
+    Returns:
+        (C,) float64 probabilities ``pi_c = min(1, s * n_c)`` summing to P, where the scale
+        ``s`` is found by repeatedly capping the largest classes at 1 and rescaling the rest.
+    """
+    sizes = np.asarray(class_sizes, dtype=np.float64)
+    capped = np.zeros(len(sizes), dtype=bool)
+    while not capped.all():
+        free = classes_per_batch - capped.sum()
+        pi = np.where(capped, 1.0, free * sizes / sizes[~capped].sum())
+        if not (pi[~capped] > 1.0).any():
+            return pi
+        capped |= pi > 1.0
+    return np.ones(len(sizes))
+
+
 def _batch_indices(
     records: Records, classes_per_batch: int, images_per_class: int, seed: int
 ) -> tf.data.Dataset:
@@ -247,19 +274,26 @@ def _batch_indices(
     grouped = tf.constant(np.argsort(inverse, kind="stable"), tf.int64)  # indices by class
     offsets = tf.constant(np.cumsum(counts) - counts, tf.int64)
     sizes = tf.constant(counts, tf.int64)
-    log_weights = tf.constant(np.log(counts), tf.float32)
+    inclusion = tf.constant(inclusion_probabilities(counts, classes_per_batch), tf.float64)
     num_classes, p, k = len(classes), classes_per_batch, images_per_class
 
     def step(cursors: tf.Tensor, batch: tf.Tensor) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
-        # P distinct classes, probability ~ class size: Gumbel top-k.
-        uniform = tf.random.stateless_uniform(
-            [num_classes], seed=tf.stack([seed, batch]), minval=1e-20, maxval=1.0
-        )
-        _, chosen = tf.math.top_k(log_weights - tf.math.log(-tf.math.log(uniform)), k=p)
-        chosen = tf.cast(chosen, tf.int64)
-        # Positions cursor .. cursor + K - 1 of each chosen class's endless walk.
-        walk = tf.gather(cursors, chosen)[:, None] + tf.range(k, dtype=tf.int64)[None, :]
-        size = tf.broadcast_to(tf.gather(sizes, chosen)[:, None], [p, k])
+        # P distinct classes by systematic sampling: class intervals of length pi_c <= 1 laid
+        # end to end in a random order (total length P), hit by the points u, u + 1, ...
+        draws = tf.random.stateless_uniform([num_classes + 1], seed=tf.stack([seed, batch]))
+        order = tf.argsort(draws[:num_classes])
+        ends = tf.cumsum(tf.gather(inclusion, order))
+        points = tf.cast(draws[num_classes], tf.float64) + tf.range(p, dtype=tf.float64)
+        hit = tf.minimum(tf.searchsorted(ends, points, side="right"), num_classes - 1)
+        chosen = tf.cast(tf.gather(order, hit), tf.int64)
+        # Positions start .. start + K - 1 of each chosen class's endless walk, where a walk
+        # that would run past the end of the current pass starts the next pass instead, so a
+        # class with at least K images never repeats one within a batch.
+        start, n = tf.gather(cursors, chosen), tf.gather(sizes, chosen)
+        offset = start % n
+        start = tf.where((offset > 0) & (offset + k > n), start + n - offset, start)
+        walk = start[:, None] + tf.range(k, dtype=tf.int64)[None, :]
+        size = tf.broadcast_to(n[:, None], [p, k])
         cls = tf.broadcast_to(chosen[:, None], [p, k])
         # Pass number `walk // size` over class `cls` uses its own random permutation.
         seeds = tf.stack([tf.fill([p, k], tf.cast(seed, tf.int64)), cls, walk // size], axis=-1)
@@ -269,9 +303,7 @@ def _batch_indices(
             max_index=tf.reshape(size - 1, [-1]),
         )
         indices = tf.gather(grouped, tf.reshape(tf.gather(offsets, cls), [-1]) + position)
-        cursors = tf.tensor_scatter_nd_add(
-            cursors, chosen[:, None], tf.fill([p], tf.cast(k, tf.int64))
-        )
+        cursors = tf.tensor_scatter_nd_update(cursors, chosen[:, None], start + k)
         element_ids = batch * (p * k) + tf.range(p * k, dtype=tf.int64)
         return cursors, (indices, element_ids)
 

@@ -1,0 +1,374 @@
+"""Tests for net.pipeline: per-image ops against NumPy, P x K sampling, evaluation order."""
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from net.data import Records, metric_learning_split, read_cars196
+from net.pipeline import (
+    _batch_indices,
+    augment_image,
+    crop_or_pad,
+    eval_dataset,
+    inclusion_probabilities,
+    load_image,
+    steps_per_epoch,
+    train_dataset,
+)
+
+# --------------------------------------------------------------------------------------------
+# NumPy references
+# --------------------------------------------------------------------------------------------
+
+
+def np_pad_to_square(image: np.ndarray) -> np.ndarray:
+    """Zero-pads to max(H, W) square, centred; the odd extra row/column goes bottom/right."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    out = np.zeros((side, side) + image.shape[2:], image.dtype)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top : top + h, left : left + w] = image
+    return out
+
+
+def np_crop(image: np.ndarray, box) -> np.ndarray:
+    """Crops to a 0-based half-open box clamped to the image; -1s mean the whole image."""
+    h, w = image.shape[:2]
+    if all(v == -1 for v in box):
+        return image
+    x1, y1, x2, y2 = box
+    x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+    x2, y2 = min(max(x2, x1 + 1), w), min(max(y2, y1 + 1), h)
+    return image[y1:y2, x1:x2]
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+SHAPES = [(5, 8), (8, 5), (7, 7), (4, 9), (9, 4), (1, 6)]
+BOXES = [
+    ((5, 8), (1, 2, 6, 4)),  # inside
+    ((5, 8), (-3, -1, 20, 30)),  # larger than the image: clamped to all of it
+    ((5, 8), (-1, -1, -1, -1)),  # no box
+    ((8, 5), (4, 7, 9, 12)),  # sticks out bottom-right: clamped
+    ((8, 5), (6, 9, 2, 3)),  # entirely outside and inverted: one pixel survives
+    ((7, 7), (3, 3, 3, 3)),  # empty: one pixel
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_pad_to_square_matches_numpy_eagerly_and_in_map(shape):
+    image = _image(*shape)
+    expected = np_pad_to_square(image)
+    box = tf.constant([-1, -1, -1, -1])
+    np.testing.assert_array_equal(crop_or_pad(tf.constant(image), box, "pad").numpy(), expected)
+    mapped = tf.data.Dataset.from_tensors(image).map(lambda x: crop_or_pad(x, box, "pad"))
+    np.testing.assert_array_equal(next(iter(mapped)).numpy(), expected)
+
+
+def test_pad_to_square_hand_computed():
+    """A 1 x 3 row pads to 3 x 3 with the row in the middle: top = (3 - 1) // 2 = 1."""
+    row = np.array([[[1], [2], [3]]], np.uint8)
+    out = crop_or_pad(tf.constant(row), tf.constant([-1] * 4), "pad").numpy()[..., 0]
+    np.testing.assert_array_equal(out, [[0, 0, 0], [1, 2, 3], [0, 0, 0]])
+
+
+@pytest.mark.parametrize(("shape", "box"), BOXES)
+def test_bbox_crop_matches_numpy_eagerly_and_in_map(shape, box):
+    image = _image(*shape)
+    expected = np_crop(image, box)
+    assert expected.size > 0
+    eager = crop_or_pad(tf.constant(image), tf.constant(box), "bbox").numpy()
+    np.testing.assert_array_equal(eager, expected)
+    mapped = tf.data.Dataset.from_tensors((image, np.array(box, np.int32))).map(
+        lambda x, b: crop_or_pad(x, b, "bbox")
+    )
+    np.testing.assert_array_equal(next(iter(mapped)).numpy(), expected)
+
+
+def test_crop_mode_none_and_unknown():
+    image = tf.constant(_image(3, 4))
+    np.testing.assert_array_equal(crop_or_pad(image, tf.constant([0, 0, 1, 1]), "none"), image)
+    with pytest.raises(ValueError, match="crop_mode 'square'"):
+        crop_or_pad(image, tf.constant([0, 0, 1, 1]), "square")
+
+
+# --------------------------------------------------------------------------------------------
+# load_image: decode + crop/pad + resize, on files
+# --------------------------------------------------------------------------------------------
+
+
+def _write_png(path: Path, image: np.ndarray) -> str:
+    """Writes an RGB, RGBA or grayscale array as PNG (cv2 wants BGR order)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    assert cv2.imwrite(str(path), image)
+    return str(path)
+
+
+def _load_both_ways(path: str, box, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    eager = load_image(tf.constant(path), tf.constant(box), image_size=size, crop_mode=mode)
+    mapped = tf.data.Dataset.from_tensors((path, np.array(box, np.int32))).map(
+        lambda p, b: load_image(p, b, image_size=size, crop_mode=mode)
+    )
+    return eager.numpy(), next(iter(mapped)).numpy()
+
+
+@pytest.mark.parametrize(
+    ("mode", "box", "shape"),
+    [
+        ("pad", (-1, -1, -1, -1), (6, 10)),  # pads to 10 x 10: resize to 10 is the identity
+        ("pad", (-1, -1, -1, -1), (9, 4)),
+        ("bbox", (2, 1, 8, 7), (9, 12)),  # 6 x 6 crop
+        ("bbox", (5, 0, 40, 6), (6, 11)),  # clamped to columns 5..10: 6 x 6
+        ("none", (0, 0, 1, 1), (7, 7)),
+    ],
+)
+def test_load_image_matches_numpy_reference(tmp_path, mode, box, shape):
+    image = _image(*shape, seed=3)
+    path = _write_png(tmp_path / "x.png", image)
+    reference = {"pad": np_pad_to_square, "none": lambda x: x}.get(mode, lambda x: np_crop(x, box))(
+        image
+    )
+    size = reference.shape[0]
+    assert reference.shape[:2] == (size, size)
+    eager, mapped = _load_both_ways(path, box, size, mode)
+    for out in (eager, mapped):
+        assert out.dtype == np.float32 and out.shape == (size, size, 3)
+        np.testing.assert_array_equal(out, reference.astype(np.float32))
+
+
+def test_load_image_resizes_and_converts_grayscale_and_alpha(tmp_path):
+    gray = np.full((8, 4), 77, np.uint8)
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[..., 3] = 128
+    for path, expected in (
+        (_write_png(tmp_path / "gray.png", gray), (77, 77, 77)),
+        (_write_png(tmp_path / "rgba.png", rgba), (10, 20, 30)),
+    ):
+        eager, mapped = _load_both_ways(path, (-1, -1, -1, -1), 5, "none")
+        for out in (eager, mapped):
+            assert out.shape == (5, 5, 3)
+            np.testing.assert_array_equal(out, np.broadcast_to(expected, (5, 5, 3)))
+    # Padding the constant 8 x 4 gray image gives columns [0, 0, 77, 77, 77, 77, 0, 0]; the
+    # antialiased 8 -> 4 resize is a triangle filter of half-width 2 input pixels. Output
+    # column 0 is centred at input x = 1.0: input centres 0.5, 1.5, 2.5 weigh 0.75, 0.75, 0.25
+    # (x = -0.5 is outside and dropped), so 0.25 * 77 / 1.75 = 11.0. Column 1 is centred at
+    # 3.0: centres 1.5, 2.5, 3.5, 4.5 weigh 0.25, 0.75, 0.75, 0.25, so 1.75 * 77 / 2 = 67.4 -> 67.
+    eager, _ = _load_both_ways(str(tmp_path / "gray.png"), (-1, -1, -1, -1), 4, "pad")
+    np.testing.assert_array_equal(eager[:, :, 0], np.tile([11, 67, 67, 11], (4, 1)))
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets on files
+# --------------------------------------------------------------------------------------------
+
+
+def _coded_records(tmp_path: Path, labels: list[int]) -> Records:
+    """One 4 x 4 PNG per record whose red channel is the record index: images name themselves."""
+    paths = []
+    for i in range(len(labels)):
+        image = np.zeros((4, 4, 3), np.uint8)
+        image[..., 0] = i
+        image[..., 1] = labels[i]
+        paths.append(_write_png(tmp_path / f"{i}.png", image))
+    return Records(
+        np.array(paths),
+        np.array(labels),
+        np.full((len(labels), 4), -1),
+        tuple(f"c{i}" for i in range(max(labels) + 1)),
+    )
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_eval_dataset_yields_every_image_once_in_order(tmp_path, cache):
+    records = _coded_records(tmp_path, [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 3])
+    dataset = eval_dataset(records, batch_size=4, image_size=4, crop_mode="none", cache=cache)
+    for _ in range(2):  # a second epoch (served from the cache) is the same
+        batches = list(dataset)
+        assert [images.shape[0] for images, _ in batches] == [4, 4, 3]
+        images = np.concatenate([images.numpy() for images, _ in batches])
+        labels = np.concatenate([labels.numpy() for _, labels in batches])
+        assert images.dtype == np.float32 and labels.dtype == np.int32
+        np.testing.assert_array_equal(images[:, 0, 0, 0], np.arange(11))
+        np.testing.assert_array_equal(labels, records.labels)
+
+
+def test_train_batches_are_p_classes_of_k_images(tmp_path):
+    labels = [c for c, n in enumerate([3, 5, 2, 4, 6, 3]) for _ in range(n)]  # 23 images
+    records = _coded_records(tmp_path, labels)
+    p, k = 3, 4
+    dataset = train_dataset(
+        records, classes_per_batch=p, images_per_class=k, image_size=4, crop_mode="none",
+        augment=False, seed=7,
+    )  # fmt: skip
+    for images, batch_labels in dataset.take(6):
+        assert images.shape == (p * k, 4, 4, 3) and images.dtype == tf.float32
+        assert batch_labels.dtype == tf.int32
+        groups = batch_labels.numpy().reshape(p, k)
+        assert len(set(groups[:, 0])) == p  # P distinct classes...
+        assert (groups == groups[:, :1]).all()  # ...each K consecutive images
+        index = images.numpy()[:, 0, 0, 0].astype(int)  # the red channel names the record
+        np.testing.assert_array_equal(records.labels[index], batch_labels.numpy())
+        # A class with >= K images uses K different ones; class 2 (2 images) repeats them.
+        for group in index.reshape(p, k):
+            assert len(set(group)) == min(k, np.sum(records.labels == records.labels[group[0]]))
+
+
+def test_train_dataset_is_deterministic_given_a_seed(tmp_path):
+    records = _coded_records(tmp_path, [c for c in range(5) for _ in range(4)])
+    kwargs = {"classes_per_batch": 2, "images_per_class": 2, "image_size": 4, "crop_mode": "pad"}
+
+    def take(seed, **extra):
+        dataset = train_dataset(records, seed=seed, **kwargs, **extra)
+        return [images.numpy() for images, _ in dataset.take(4)]
+
+    first, again, other = take(3), take(3), take(4)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    # The in-memory cache of decoded images changes nothing (images are whole numbers).
+    for a, b in zip(first, take(3, cache=True), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _grouped_labels_records(sizes: list[int]) -> Records:
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    order = np.random.default_rng(0).permutation(len(labels))  # records need not be grouped
+    return Records(
+        np.array([f"/{i}.jpg" for i in range(len(labels))]),
+        labels[order],
+        np.full((len(labels), 4), -1),
+        tuple(str(i) for i in range(len(sizes))),
+    )
+
+
+def test_inclusion_probabilities_hand_computed():
+    """Sizes 1, 1, 2, 6 (N = 10), P = 2: 2 * 6 / 10 = 1.2 > 1 caps the last class at 1; the
+    other three share the remaining 1 in proportion 1 : 1 : 2, i.e. 0.25, 0.25, 0.5."""
+    np.testing.assert_allclose(inclusion_probabilities([1, 1, 2, 6], 2), [0.25, 0.25, 0.5, 1])
+    np.testing.assert_allclose(inclusion_probabilities([1, 3], 1), [0.25, 0.75])
+    np.testing.assert_allclose(inclusion_probabilities([5, 1, 1], 3), [1, 1, 1])
+    np.testing.assert_allclose(inclusion_probabilities([5, 1, 1], 2), [1, 0.5, 0.5])
+
+
+def test_sampler_includes_classes_in_proportion_to_their_size():
+    """Plain counts over 1,000 batches against the binomial law of each class's inclusions."""
+    sizes = [2, 5, 10, 20, 40, 7, 13, 3]  # N = 100
+    records = _grouped_labels_records(sizes)
+    p, k, steps = 2, 3, 1000
+    batches = [b.numpy() for b, _ in _batch_indices(records, p, k, seed=1).take(steps)]
+    included = np.zeros(len(sizes))
+    for batch in batches:
+        groups = records.labels[batch].reshape(p, k)
+        assert len(set(groups[:, 0])) == p and (groups == groups[:, :1]).all()
+        included[groups[:, 0]] += 1
+    # pi_c = P * n_c / N = n_c / 50 (largest 0.8); inclusions ~ Binomial(1000, pi_c).
+    pi = np.array(sizes) / 50
+    sigma = np.sqrt(steps * pi * (1 - pi))
+    assert (np.abs(included - steps * pi) < 4 * sigma).all(), (included, steps * pi)
+    # So each image is drawn about P * K / N = 0.06 times per batch: 60 times in 1,000.
+    counts = np.bincount(np.concatenate(batches), minlength=len(records))
+    assert counts.min() > 30 and counts.max() < 100, counts
+    # Within a class, a walk through its images uses each once before any repeats: 40 images
+    # make 13 batches of K = 3 per pass (39 distinct images), then a new pass starts.
+    big = np.concatenate([b[records.labels[b] == 4] for b in batches])
+    assert len(set(big[:39].tolist())) == 39
+
+
+def test_sampler_puts_classes_larger_than_n_over_p_in_every_batch():
+    records = _grouped_labels_records([30, 5, 5, 5, 5])  # N / P = 50 / 2 = 25 < 30
+    batches = [b.numpy() for b, _ in _batch_indices(records, 2, 2, seed=0).take(50)]
+    assert all(0 in records.labels[b] for b in batches)
+
+
+def test_steps_per_epoch_and_errors(tmp_path):
+    records = _coded_records(tmp_path, [0, 0, 1, 1, 2, 2, 2])
+    assert steps_per_epoch(records, 2, 2) == 1  # 7 // 4
+    assert steps_per_epoch(records, 1, 2) == 3  # 7 // 2
+    with pytest.raises(ValueError, match="classes_per_batch=4 exceeds the 3 classes"):
+        steps_per_epoch(records, 4, 2)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        train_dataset(records, classes_per_batch=2, images_per_class=0, image_size=4)
+    with pytest.raises(ValueError, match="crop_mode"):
+        eval_dataset(records, batch_size=2, image_size=4, crop_mode="centre")
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation
+# --------------------------------------------------------------------------------------------
+
+NO_AUGMENT = {"flip_prob": 0.0, "transform_prob": 0.0, "grayscale_prob": 0.0}
+
+
+def test_augment_flip_and_identity_are_exact():
+    image = tf.constant(_image(6, 9).astype(np.float32))
+    seed = tf.constant([1, 2])
+    np.testing.assert_array_equal(augment_image(image, seed, **NO_AUGMENT), image)
+    flipped = augment_image(image, seed, **(NO_AUGMENT | {"flip_prob": 1.0}))
+    np.testing.assert_allclose(flipped, image.numpy()[:, ::-1], atol=1e-3)
+    gray = augment_image(
+        image, seed, **(NO_AUGMENT | {"grayscale_prob": 1.0, "grayscale_alpha": (1.0, 1.0)})
+    ).numpy()
+    luma = image.numpy() @ np.array([0.2989, 0.587, 0.114], np.float32)
+    np.testing.assert_allclose(gray, np.repeat(luma[..., None], 3, axis=-1), atol=0.1)
+
+
+def test_augment_translation_moves_pixels_by_the_drawn_shift():
+    """Translation only, by exactly +10% of 20 px = 2 px to the right and 10% of 10 = 1 px down."""
+    image = np.zeros((10, 20, 3), np.float32)
+    image[4, 7] = 255.0
+    out = augment_image(
+        tf.constant(image), tf.constant([0, 0]),
+        **(NO_AUGMENT | {"transform_prob": 1.0, "scale_range": (1.0, 1.0), "max_rotate_deg": 0.0,
+                         "max_shear_deg": 0.0, "max_translate": 0.0}),
+    ).numpy()  # fmt: skip
+    np.testing.assert_allclose(out, image, atol=1e-3)  # zero ranges: identity
+    shifted = []
+    for seed in range(40):
+        out = augment_image(
+            tf.constant(image), tf.constant([seed, 1]),
+            **(NO_AUGMENT | {"transform_prob": 1.0, "scale_range": (1.0, 1.0),
+                             "max_rotate_deg": 0.0, "max_shear_deg": 0.0}),
+        ).numpy()  # fmt: skip
+        np.testing.assert_allclose(out.sum(), 255.0 * 3, rtol=1e-3)  # mass kept (interior)
+        ys, xs = np.mgrid[:10, :20]
+        weight = out[..., 0] / out[..., 0].sum()
+        shifted.append(((weight * xs).sum() - 7, (weight * ys).sum() - 4))
+    shifted = np.array(shifted)
+    assert np.abs(shifted[:, 0]).max() <= 2.0 + 1e-3 and np.abs(shifted[:, 1]).max() <= 1.0 + 1e-3
+    assert np.abs(shifted[:, 0]).max() > 1.0  # shifts are actually drawn
+
+
+def test_augment_is_deterministic_and_the_same_inside_map():
+    image = _image(12, 12).astype(np.float32)
+    seeds = np.array([[0, i] for i in range(6)], np.int64)
+    eager = np.stack([augment_image(tf.constant(image), tf.constant(s)).numpy() for s in seeds])
+    mapped = tf.data.Dataset.from_tensor_slices(seeds).map(
+        lambda s: augment_image(tf.constant(image), s)
+    )
+    np.testing.assert_allclose(np.stack([x.numpy() for x in mapped]), eager, atol=1e-4)
+    assert eager.min() >= 0 and eager.max() <= 255
+    assert len({x.tobytes() for x in eager}) > 1  # different seeds, different images
+
+
+def test_demo_data_through_the_pipeline(demo_dataset_root):
+    split = metric_learning_split(read_cars196(demo_dataset_root))
+    dataset = eval_dataset(split.test, batch_size=10, image_size=32, crop_mode="bbox")
+    labels = np.concatenate([labels.numpy() for _, labels in dataset])
+    np.testing.assert_array_equal(labels, split.test.labels)
+    train = train_dataset(
+        split.train, classes_per_batch=4, images_per_class=2, image_size=32, seed=0
+    )
+    images, labels = next(iter(train))
+    assert images.shape == (8, 32, 32, 3) and set(labels.numpy()) <= set(split.train.classes)
+    counts = Counter(labels.numpy().tolist())
+    assert sorted(counts.values()) == [2, 2, 2, 2]
