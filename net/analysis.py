@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8)
 
+#: Neighbour-search methods: this module's exact blocked search, FAISS exact (IndexFlatL2) and
+#: FAISS IVF-Flat (approximate); the FAISS ones need the optional faiss-cpu (see net.ann).
+SEARCH_METHODS: tuple[str, ...] = ("exact", "faiss", "faiss_ivf")
+
 # Metric keys of retrieval_metrics() (besides one "recall@K" per requested K), in table order.
 _SCALAR_METRICS: tuple[str, ...] = ("precision@1", "r_precision", "map@r")
 _COUNT_KEYS: tuple[str, ...] = ("num_queries", "embedding_dim")
@@ -110,6 +114,8 @@ def nearest_neighbours(
     gallery_block_size: int = 16384,
     exclude_self: bool = True,
     exclude_indices: np.ndarray | None = None,
+    method: str = "exact",
+    nprobe: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean k nearest neighbours, computed in blocks.
 
@@ -130,6 +136,10 @@ def nearest_neighbours(
         exclude_indices: Optional int array of shape (Q,): for each query, a gallery index that
             must not be returned (-1 for none), e.g. when the queries are a subset of the
             gallery. Overrides ``exclude_self``.
+        method: ``"exact"`` (this function), ``"faiss"`` (FAISS ``IndexFlatL2``, exact) or
+            ``"faiss_ivf"`` (FAISS IVF-Flat, approximate); the FAISS methods ignore the block
+            sizes and are implemented by :func:`net.ann.faiss_nearest_neighbours`.
+        nprobe: IVF cells scanned per query, for ``"faiss_ivf"`` only.
 
     Returns:
         A tuple (indices (Q, k) int64 gallery indices, distances (Q, k) float32 Euclidean
@@ -137,8 +147,24 @@ def nearest_neighbours(
 
     Raises:
         ValueError: On malformed embeddings (not 2-D, empty, not finite), mismatching dimensions,
-            non-positive block sizes, bad exclude_indices, or k outside [1, available].
+            non-positive block sizes, bad exclude_indices, k outside [1, available], or an
+            unknown method.
+        ImportError: For a FAISS method when faiss-cpu is not installed.
     """
+    if method != "exact":
+        if method not in SEARCH_METHODS:
+            raise ValueError(f"method must be one of {SEARCH_METHODS}, got {method!r}")
+        from net.ann import faiss_nearest_neighbours
+
+        return faiss_nearest_neighbours(
+            queries,
+            gallery,
+            k=k,
+            index_type="ivf" if method == "faiss_ivf" else "flat",
+            nprobe=nprobe,
+            exclude_self=exclude_self,
+            exclude_indices=exclude_indices,
+        )
     query_values = _as_embeddings(queries, "queries")
     gallery_values = query_values if gallery is None else _as_embeddings(gallery, "gallery")
     num_queries, num_gallery = query_values.shape[0], gallery_values.shape[0]
@@ -243,6 +269,8 @@ def _retrieval_matches(
     query_embeddings: np.ndarray | None,
     query_labels: np.ndarray | None,
     block_size: int,
+    method: str = "exact",
+    nprobe: int = 16,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Runs one neighbour search and marks which neighbours share the query's label.
 
@@ -254,6 +282,8 @@ def _retrieval_matches(
             (each query excluded by index).
         query_labels: Labels (M,) of the separate queries; required with query_embeddings.
         block_size: Queries per block of the search.
+        method: Neighbour search, one of :data:`SEARCH_METHODS`.
+        nprobe: IVF cells scanned per query (``"faiss_ivf"`` only).
 
     Returns:
         A tuple (matches (Q, k) bool: neighbour j of query i is relevant, num_relevant (Q,) int64:
@@ -286,11 +316,23 @@ def _retrieval_matches(
     k = max(min_k, int(num_relevant[keep].max()))
     if query_embeddings is None:
         neighbours, _ = nearest_neighbours(
-            gallery[keep], gallery, k=k, block_size=block_size, exclude_indices=keep
+            gallery[keep],
+            gallery,
+            k=k,
+            block_size=block_size,
+            exclude_indices=keep,
+            method=method,
+            nprobe=nprobe,
         )
     else:
         neighbours, _ = nearest_neighbours(
-            queries[keep], gallery, k=k, block_size=block_size, exclude_self=False
+            queries[keep],
+            gallery,
+            k=k,
+            block_size=block_size,
+            exclude_self=False,
+            method=method,
+            nprobe=nprobe,
         )
     matches = gallery_labels[neighbours] == labels_q[keep][:, None]
     return matches, num_relevant[keep], gallery.shape[1]
@@ -323,6 +365,8 @@ def recall_at_k(
     query_embeddings: np.ndarray | None = None,
     query_labels: np.ndarray | None = None,
     block_size: int = 1024,
+    method: str = "exact",
+    nprobe: int = 16,
 ) -> dict[int, float]:
     """Recall@K: fraction of queries with a same-label item among their K nearest neighbours.
 
@@ -334,6 +378,9 @@ def recall_at_k(
             excluded from its own neighbours by index.
         query_labels: Labels (M,) of the separate queries.
         block_size: Queries per block of the nearest-neighbour search.
+        method: Neighbour search: ``"exact"``, ``"faiss"`` (exact, FAISS) or
+            ``"faiss_ivf"`` (approximate); see :func:`nearest_neighbours`.
+        nprobe: IVF cells scanned per query (``"faiss_ivf"`` only).
 
     Returns:
         ``{k: recall}`` for each K, ascending, values in [0, 1].
@@ -343,7 +390,7 @@ def recall_at_k(
     """
     ks = _validate_ks(ks)
     matches, _, _ = _retrieval_matches(
-        embeddings, labels, ks[-1], query_embeddings, query_labels, block_size
+        embeddings, labels, ks[-1], query_embeddings, query_labels, block_size, method, nprobe
     )
     return _recall_from_matches(matches, ks)
 
@@ -424,6 +471,8 @@ def retrieval_metrics(
     query_embeddings: np.ndarray | None = None,
     query_labels: np.ndarray | None = None,
     block_size: int = 1024,
+    method: str = "exact",
+    nprobe: int = 16,
 ) -> dict[str, float | int]:
     """All retrieval metrics from a single nearest-neighbour search.
 
@@ -437,6 +486,9 @@ def retrieval_metrics(
             gallery item is a query, excluded from its own neighbours by index).
         query_labels: Labels (M,) of the separate queries.
         block_size: Queries per block of the nearest-neighbour search.
+        method: Neighbour search: ``"exact"``, ``"faiss"`` (exact, FAISS) or
+            ``"faiss_ivf"`` (approximate); see :func:`nearest_neighbours`.
+        nprobe: IVF cells scanned per query (``"faiss_ivf"`` only).
 
     Returns:
         A JSON-ready dict: ``recall@K`` for each K (floats in [0, 1]), ``precision@1``,
@@ -448,7 +500,7 @@ def retrieval_metrics(
     """
     ks = _validate_ks(ks)
     matches, num_relevant, dim = _retrieval_matches(
-        embeddings, labels, ks[-1], query_embeddings, query_labels, block_size
+        embeddings, labels, ks[-1], query_embeddings, query_labels, block_size, method, nprobe
     )
     metrics: dict[str, float | int] = {
         f"recall@{k}": value for k, value in _recall_from_matches(matches, ks).items()
