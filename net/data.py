@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 NO_BOX = (-1, -1, -1, -1)
 
 #: File name suffixes read by :func:`read_image_folder` (formats ``tf.io.decode_image`` reads).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 #: Data set layouts understood by :func:`read_dataset`.
 LAYOUTS = ("cars196", "image_folder", "csv")
@@ -615,8 +615,11 @@ def _check_image(path: str, full_decode: bool) -> tuple[str | None, tuple[int, i
             image_format, image_size = image.format, image.size
     except Exception as error:  # PIL raises many types for undecodable files.
         return f"not a decodable image ({type(error).__name__}: {error})", None
-    if image_format not in ("JPEG", "PNG", "GIF", "BMP"):
-        return f"unsupported image format {image_format} (use JPEG, PNG, GIF or BMP)", image_size
+    if image_format not in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
+        return (
+            f"unsupported image format {image_format} (use JPEG, PNG, GIF, BMP or WebP)",
+            image_size,
+        )
     with open(path, "rb") as handle:
         handle.seek(max(0, size - _TAIL_BYTES))
         tail = handle.read()

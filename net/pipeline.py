@@ -81,7 +81,7 @@ def crop_or_pad(image: tf.Tensor, bbox: tf.Tensor, crop_mode: str) -> tf.Tensor:
 
 
 def decode_image(contents: tf.Tensor) -> tf.Tensor:
-    """Decodes JPEG, PNG, GIF (first frame) or BMP bytes to an RGB image.
+    """Decodes JPEG, PNG, GIF (first frame), BMP or WebP bytes to an RGB image.
 
     Args:
         contents: scalar string, the file's bytes.
