@@ -311,7 +311,8 @@ def global_descriptor(
         trainable_p: Learn the GeM exponent (only for "G").
 
     Returns:
-        A layer mapping (B, H, W, C) feature maps to (B, C) descriptors.
+        A layer mapping (B, H, W, C) feature maps to (B, C) descriptors. It computes in float32
+        whatever the global mixed-precision policy (GeM's cube overflows float16).
 
     Raises:
         ValueError: If ``kind`` is not one of S, M, G.
@@ -322,7 +323,7 @@ def global_descriptor(
         )
     name = name or DESCRIPTOR_NAMES[kind]
     if kind == "S":
-        return SPoCPooling2D(name=name)
+        return SPoCPooling2D(name=name, dtype="float32")
     if kind == "M":
-        return MACPooling2D(name=name)
-    return GeneralizedMeanPooling2D(p=p, trainable_p=trainable_p, name=name)
+        return MACPooling2D(name=name, dtype="float32")
+    return GeneralizedMeanPooling2D(p=p, trainable_p=trainable_p, name=name, dtype="float32")

@@ -293,6 +293,17 @@ def auxiliary_classification_loss(
 # --------------------------------------------------------------------------------------------
 
 
+def _per_replica_vector(loss, y_pred) -> Any:
+    """The scalar batch loss repeated once per sample, shape (B,).
+
+    Keras divides a loss by the number of replicas under ``tf.distribute`` (gradients are then
+    summed across replicas) only when the loss is not already a scalar; a scalar would be
+    counted once per replica. Its mean over the batch is the scalar itself, so one device
+    trains exactly as before, and each replica's batch-hard loss is averaged, not summed.
+    """
+    return ops.broadcast_to(loss, ops.shape(y_pred)[:1])
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BatchHardTripletLoss(keras.losses.Loss):
     """`batch_hard_triplet_loss` as a Keras loss: ``y_true`` labels (B,), ``y_pred`` (B, D).
@@ -313,7 +324,8 @@ class BatchHardTripletLoss(keras.losses.Loss):
         self.margin = _check_margin(margin)
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return batch_hard_triplet_loss(flatten_labels(y_true), y_pred, margin=self.margin)
+        loss = batch_hard_triplet_loss(flatten_labels(y_true), y_pred, margin=self.margin)
+        return _per_replica_vector(loss, y_pred)
 
     def get_config(self) -> dict[str, Any]:  # noqa: D102
         return {**super().get_config(), "margin": self.margin}
@@ -351,7 +363,7 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
         self.margin = _check_margin(margin)
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return hard_aware_point_to_set_loss(
+        loss = hard_aware_point_to_set_loss(
             flatten_labels(y_true),
             y_pred,
             weighting=self.weighting,
@@ -359,6 +371,7 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
             sigma=self.sigma,
             margin=self.margin,
         )
+        return _per_replica_vector(loss, y_pred)
 
     def get_config(self) -> dict[str, Any]:  # noqa: D102
         return {

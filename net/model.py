@@ -141,7 +141,7 @@ def build_cgd_model(
         if index == 0 and num_classes:
             logits = _logits_head(descriptor, num_classes)
         x = keras.layers.Dense(branch_dim, use_bias=False, name=f"{kind}_fc")(descriptor)
-        branches.append(L2Normalization(name=f"{kind}_l2")(x))
+        branches.append(L2Normalization(name=f"{kind}_l2", dtype="float32")(x))
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
     embeddings = L2Normalization(name=EMBEDDINGS, dtype="float32")(x)
 
