@@ -1,0 +1,656 @@
+"""Image search with a trained model: index a folder tree of images, then query it.
+
+:func:`build_index` embeds every image below a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``,
+any case, recursively, hidden files and folders skipped, in sorted order) and saves a
+:class:`SearchIndex` as one ``.npz`` file: the embeddings, the image paths relative to the
+images root, the root, the model's path and fingerprint, and the preprocessing (image size,
+crop mode). :func:`query_index` embeds a query image with exactly that preprocessing and
+returns its nearest indexed images (exact Euclidean search, :func:`net.analysis.
+nearest_neighbours`); :func:`plot_query_results` draws them.
+
+The model fingerprint (:func:`model_fingerprint`) is a SHA-256 over the model's architecture
+(its Keras config, without compile and build settings) and every weight, so a query with
+another model, or with a model retrained in place at the same path, is refused instead of
+returning meaningless neighbours.
+
+Images go through the evaluation pipeline (:func:`net.pipeline.eval_dataset`): decoded to RGB,
+optionally padded to a square (``crop_mode="pad"``), resized to the model's input size, float32
+in [0, 255]; the model normalises them itself. A folder of images has no bounding boxes, so the
+crop modes are ``"none"`` and ``"pad"``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
+
+#: File name suffixes indexed by :func:`find_images` (compared lower-case).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+
+#: Crop modes of an index: folder images have no bounding boxes (see the module docstring).
+CROP_MODES: tuple[str, ...] = ("none", "pad")
+
+#: Version of the ``.npz`` layout written by :func:`save_index`.
+INDEX_FORMAT_VERSION = 1
+
+_INDEX_KEYS: tuple[str, ...] = (
+    "format_version",
+    "embeddings",
+    "paths",
+    "images_root",
+    "images_root_from_index",
+    "model_path",
+    "model_fingerprint",
+    "image_size",
+    "crop_mode",
+    "skipped",
+)
+
+
+class SearchError(ValueError):
+    """An index, model or image that cannot be used for a search, with the reason."""
+
+
+class Match(NamedTuple):
+    """One search result.
+
+    Attributes:
+        path: Absolute path of the indexed image.
+        distance: Euclidean distance between its embedding and the query's.
+    """
+
+    path: str
+    distance: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SearchIndex:
+    """Embeddings of a folder of images and how they were made.
+
+    Attributes:
+        embeddings: (N, D) float32 embeddings, one row per image.
+        paths: (N,) str, image paths relative to ``images_root`` (POSIX separators), sorted.
+        images_root: The indexed folder (absolute).
+        model_path: The ``.keras`` file the embeddings came from (absolute).
+        model_fingerprint: :func:`model_fingerprint` of that model.
+        image_size: Side of the square images fed to the model, pixels.
+        crop_mode: ``"none"`` or ``"pad"`` (see :func:`net.pipeline.crop_or_pad`).
+        skipped: Relative paths of unreadable images left out (with ``skip_bad``).
+    """
+
+    embeddings: np.ndarray
+    paths: np.ndarray
+    images_root: Path
+    model_path: str
+    model_fingerprint: str
+    image_size: int
+    crop_mode: str
+    skipped: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Normalises types and checks that embeddings and paths line up.
+
+        Raises:
+            SearchError: If the embeddings are not (N, D) with N >= 1 finite values, or the
+                number of paths differs from N.
+        """
+        embeddings = np.asarray(self.embeddings)
+        paths = np.asarray(self.paths, dtype=str).reshape(-1)
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
+            raise SearchError(f"index embeddings must have shape (N, D), got {embeddings.shape}")
+        if not np.issubdtype(embeddings.dtype, np.floating):
+            raise SearchError(f"index embeddings must be floats, got {embeddings.dtype}")
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if not np.isfinite(embeddings).all():
+            raise SearchError("index embeddings contain NaN or infinite values")
+        if len(paths) != len(embeddings):
+            raise SearchError(
+                f"index has {len(embeddings)} embeddings but {len(paths)} image paths"
+            )
+        object.__setattr__(self, "embeddings", embeddings)
+        object.__setattr__(self, "paths", paths)
+        object.__setattr__(self, "images_root", Path(self.images_root))
+        object.__setattr__(self, "image_size", int(self.image_size))
+        object.__setattr__(self, "skipped", tuple(str(p) for p in self.skipped))
+
+    def __len__(self) -> int:
+        """Returns the number of indexed images."""
+        return len(self.paths)
+
+    @property
+    def embedding_dim(self) -> int:
+        """The embedding dimension D."""
+        return int(self.embeddings.shape[1])
+
+    def absolute_path(self, position: int) -> str:
+        """Returns the absolute path of the indexed image at ``position``."""
+        return str(self.images_root / self.paths[position])
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """A SHA-256 fingerprint of a model's architecture and weights.
+
+    Hashes the model's Keras config as sorted JSON (without ``compile_config`` and
+    ``build_config``, so recompiling or resaving does not change it), then, for every weight in
+    order, its path, dtype, shape and bytes. Optimizer state is not part of the model's weights.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        64 hexadecimal digits.
+    """
+    import keras
+
+    config = json.loads(model.to_json())
+    for key in ("compile_config", "build_config"):
+        config.pop(key, None)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    for weight in model.weights:
+        values = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))
+        digest.update(f"\n{weight.path}|{values.dtype.str}|{values.shape}\n".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def model_image_size(model: keras.Model) -> int | None:
+    """The side of the square images a model takes, or None when its input size is free.
+
+    Args:
+        model: A model with one image input (B, H, W, 3).
+
+    Returns:
+        H when H == W are fixed, else None.
+
+    Raises:
+        SearchError: If the model does not have exactly one 4-D input with 3 channels.
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        raise SearchError(
+            f"model {model.name!r} must have one image input (B, H, W, 3), got "
+            f"{[tuple(x.shape) for x in model.inputs]}"
+        )
+    _, height, width, channels = model.inputs[0].shape
+    if channels not in (None, 3):
+        raise SearchError(f"model {model.name!r} takes {channels} channels, not RGB")
+    return int(height) if height is not None and height == width else None
+
+
+def _load_model(model_path: str | os.PathLike[str]) -> tuple[keras.Model, Path]:
+    """Loads a ``.keras`` file or a run directory's ``best.keras``; returns (model, path).
+
+    Raises:
+        SearchError: If nothing loadable is there.
+    """
+    from net import experiment
+
+    try:
+        path = experiment.resolve_model_path(model_path).resolve()
+        return experiment.load_model(path), path
+    except experiment.ModelFileError as error:
+        raise SearchError(str(error)) from error
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+
+def find_images(images_dir: str | os.PathLike[str]) -> list[str]:
+    """Lists the images below a folder, recursively, sorted.
+
+    Files with a suffix in :data:`IMAGE_SUFFIXES` (any case) count; files and folders whose
+    name starts with ``.`` (such as the default index file) are skipped.
+
+    Args:
+        images_dir: The folder.
+
+    Returns:
+        Paths relative to ``images_dir`` with POSIX separators, sorted.
+
+    Raises:
+        SearchError: If the folder does not exist or holds no image.
+    """
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise SearchError(f"image folder not found: {root}")
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                found.append(Path(directory, name).relative_to(root).as_posix())
+    if not found:
+        raise SearchError(
+            f"no images under {root} (looked for files ending in {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return sorted(found)
+
+
+def image_problems(paths: Sequence[str], *, full_decode: bool) -> dict[str, str]:
+    """Finds unreadable images with :mod:`net.data`'s checks.
+
+    Args:
+        paths: Image files.
+        full_decode: Decode every image with TensorFlow (thorough, about 2 ms an image) instead
+            of checking its header and end marker (about 0.1 ms).
+
+    Returns:
+        ``{path: reason}`` for each bad image, in the order of ``paths``.
+    """
+    from net.data import _check_image
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda p: _check_image(p, full_decode)[0], paths))
+    return {path: problem for path, problem in zip(paths, results, strict=True) if problem}
+
+
+def _problem_list(problems: dict[str, str], total: int) -> str:
+    lines = "\n".join(f"  {path}: {reason}" for path, reason in problems.items())
+    return f"{len(problems)} of {total} images cannot be read:\n{lines}"
+
+
+def _embed_files(
+    model: keras.Model,
+    paths: Sequence[str],
+    *,
+    image_size: int,
+    crop_mode: str,
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """Embeds image files through the evaluation pipeline, in order.
+
+    Returns:
+        (N, D) float32 embeddings.
+
+    Raises:
+        tf.errors.OpError: If TensorFlow cannot decode one of the files.
+    """
+    from net import analysis, pipeline
+    from net.data import NO_BOX, Records
+
+    records = Records(
+        paths=np.asarray(paths, dtype=str),
+        labels=np.zeros(len(paths), dtype=np.int64),
+        bboxes=np.tile(np.asarray(NO_BOX, dtype=np.int64), (len(paths), 1)),
+        class_names=("images",),
+    )
+    dataset = pipeline.eval_dataset(
+        records, batch_size=batch_size, image_size=image_size, crop_mode=crop_mode
+    )
+    embeddings, _ = analysis.compute_embeddings(model, dataset, progress=progress)
+    return embeddings
+
+
+# --------------------------------------------------------------------------------------------
+# Index files
+# --------------------------------------------------------------------------------------------
+
+
+def _check_crop_mode(crop_mode: str) -> None:
+    if crop_mode not in CROP_MODES:
+        raise SearchError(
+            f"crop_mode must be one of {CROP_MODES} (a folder of images has no bounding boxes), "
+            f"got {crop_mode!r}"
+        )
+
+
+def build_index(
+    model_path: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    index_path: str | os.PathLike[str],
+    *,
+    image_size: int | None = None,
+    crop_mode: str = "none",
+    batch_size: int = 64,
+    progress: bool = True,
+    skip_bad: bool = False,
+) -> SearchIndex:
+    """Embeds every image below a folder with a saved model and saves the index.
+
+    Every image is checked up front (header and end marker); if TensorFlow still fails to
+    decode one while embedding, all images are decoded once to find the culprits. Bad images
+    raise one error listing them all, or with ``skip_bad`` are left out (logged, and recorded in
+    :attr:`SearchIndex.skipped`).
+
+    Args:
+        model_path: A ``.keras`` model of this repository or a run directory (its best.keras).
+        images_dir: The folder to index (searched recursively, see :func:`find_images`).
+        index_path: The ``.npz`` file to write (atomically; parent folders are created).
+        image_size: Side of the square model input; None takes it from the model. Required for
+            a model whose input size is not fixed.
+        crop_mode: ``"none"`` (plain resize) or ``"pad"`` (pad to a square first).
+        batch_size: Images per embedding batch.
+        progress: Show a progress bar.
+        skip_bad: Leave unreadable images out instead of raising.
+
+    Returns:
+        The index that was saved.
+
+    Raises:
+        SearchError: On a missing or unloadable model, an image size the model does not take, a
+            bad crop mode or batch size, a missing or empty folder, unreadable images (unless
+            ``skip_bad``), or when every image is unreadable.
+    """
+    import tensorflow as tf
+
+    _check_crop_mode(crop_mode)
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise SearchError(f"batch_size must be a positive integer, got {batch_size!r}")
+    root = Path(images_dir).resolve()
+    relative = find_images(root)
+    model, resolved_model_path = _load_model(model_path)
+    model_size = model_image_size(model)
+    if image_size is None:
+        if model_size is None:
+            raise SearchError(
+                f"the model {resolved_model_path} takes images of any size: give image_size"
+            )
+        image_size = model_size
+    elif isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
+        raise SearchError(f"image_size must be a positive integer, got {image_size!r}")
+    elif model_size is not None and image_size != model_size:
+        raise SearchError(
+            f"image_size={image_size} but the model {resolved_model_path} takes "
+            f"{model_size}x{model_size} images"
+        )
+
+    absolute = [str(root / p) for p in relative]
+    bad = image_problems(absolute, full_decode=False)
+    while True:
+        if bad and not skip_bad:
+            raise SearchError(
+                _problem_list(bad, len(absolute)) + "\nFix or remove them, or skip them "
+                "(skip_bad / --skip-bad)."
+            )
+        keep = [i for i, path in enumerate(absolute) if path not in bad]
+        if not keep:
+            raise SearchError("every image is unreadable:\n" + _problem_list(bad, len(absolute)))
+        try:
+            embeddings = _embed_files(
+                model,
+                [absolute[i] for i in keep],
+                image_size=image_size,
+                crop_mode=crop_mode,
+                batch_size=int(batch_size),
+                progress=progress,
+            )
+            break
+        except tf.errors.OpError as error:
+            # The cheap check missed a corrupt file; decode them all once to name it.
+            missed = image_problems([absolute[i] for i in keep], full_decode=True)
+            if not missed:
+                raise SearchError(f"embedding the images of {root} failed: {error}") from error
+            bad = {**bad, **missed}
+    if bad:
+        logger.warning("Skipped %s", _problem_list(bad, len(absolute)))
+
+    index = SearchIndex(
+        embeddings=embeddings,
+        paths=np.asarray([relative[i] for i in keep], dtype=str),
+        images_root=root,
+        model_path=str(resolved_model_path),
+        model_fingerprint=model_fingerprint(model),
+        image_size=image_size,
+        crop_mode=crop_mode,
+        skipped=tuple(relative[i] for i, path in enumerate(absolute) if path in bad),
+    )
+    save_index(index, index_path)
+    return index
+
+
+def save_index(index: SearchIndex, path: str | os.PathLike[str]) -> Path:
+    """Writes an index as one uncompressed ``.npz`` through a temporary file and a rename.
+
+    Besides the absolute images root, the root relative to the index file's folder is stored,
+    so an index saved inside (or beside) its image folder still works after both are moved.
+
+    Args:
+        index: The index.
+        path: The file to write; parent folders are created. The name is kept as given.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from_index = os.path.relpath(index.images_root, path.parent.resolve())
+    except ValueError:  # Different drives on Windows.
+        from_index = ""
+    arrays = {
+        "format_version": np.asarray(INDEX_FORMAT_VERSION, dtype=np.int64),
+        "embeddings": index.embeddings,
+        "paths": np.asarray(index.paths, dtype=str),
+        "images_root": np.asarray(str(index.images_root)),
+        "images_root_from_index": np.asarray(from_index),
+        "model_path": np.asarray(index.model_path),
+        "model_fingerprint": np.asarray(index.model_fingerprint),
+        "image_size": np.asarray(index.image_size, dtype=np.int64),
+        "crop_mode": np.asarray(index.crop_mode),
+        "skipped": np.asarray(index.skipped, dtype=str).reshape(-1),
+    }
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_index(path: str | os.PathLike[str]) -> SearchIndex:
+    """Reads an index written by :func:`save_index`.
+
+    When the recorded images root no longer exists but the root relative to the index file's
+    folder does (both were moved together), the latter is used.
+
+    Args:
+        path: The ``.npz`` file.
+
+    Returns:
+        The index.
+
+    Raises:
+        SearchError: If the file is missing, not an index (corrupt, truncated, keys missing)
+            or of another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SearchError(f"no search index at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            missing = [key for key in _INDEX_KEYS if key not in stored.files]
+            if missing:
+                raise SearchError(
+                    f"{path} is not a search index of this version: keys {missing} are missing"
+                )
+            values = {key: stored[key] for key in _INDEX_KEYS}
+    except SearchError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise SearchError(
+            f"cannot read the search index {path} (corrupt or not an index): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    version = int(values["format_version"])
+    if version != INDEX_FORMAT_VERSION:
+        raise SearchError(
+            f"{path} has index format {version}; this version reads {INDEX_FORMAT_VERSION}: "
+            "rebuild the index"
+        )
+    root = Path(str(values["images_root"]))
+    from_index = str(values["images_root_from_index"])
+    if not root.is_dir() and from_index and (path.parent / from_index).is_dir():
+        root = (path.parent / from_index).resolve()
+    try:
+        return SearchIndex(
+            embeddings=values["embeddings"],
+            paths=values["paths"],
+            images_root=root,
+            model_path=str(values["model_path"]),
+            model_fingerprint=str(values["model_fingerprint"]),
+            image_size=int(values["image_size"]),
+            crop_mode=str(values["crop_mode"]),
+            skipped=tuple(values["skipped"].reshape(-1)),
+        )
+    except SearchError as error:
+        raise SearchError(f"{path}: {error}") from error
+
+
+# --------------------------------------------------------------------------------------------
+# Queries
+# --------------------------------------------------------------------------------------------
+
+
+def query_index(
+    index: SearchIndex,
+    model_path: str | os.PathLike[str] | keras.Model,
+    image_path: str | os.PathLike[str],
+    *,
+    top_k: int = 8,
+) -> list[Match]:
+    """Finds the indexed images nearest to a query image.
+
+    The model must be the one the index was built with (same fingerprint); the query is
+    embedded with the index's image size and crop mode.
+
+    Args:
+        index: The index.
+        model_path: The model: a ``.keras`` file, a run directory, or a loaded Keras model.
+        image_path: The query image (any format the pipeline decodes).
+        top_k: Number of results; at most the number of indexed images is returned.
+
+    Returns:
+        Up to ``top_k`` :class:`Match` tuples ``(absolute path, distance)``, nearest first
+        (ties by index order). A query that is itself indexed comes first at distance ~0.
+
+    Raises:
+        SearchError: If top_k < 1, the model cannot be loaded or is not the index's model
+            (both fingerprints named), or the query image cannot be read.
+    """
+    from net import analysis
+
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+        raise SearchError(f"top_k must be a positive integer, got {top_k!r}")
+    if isinstance(model_path, (str, os.PathLike)):
+        model, where = _load_model(model_path)
+    else:
+        model, where = model_path, f"model {model_path.name!r}"
+    fingerprint = model_fingerprint(model)
+    if fingerprint != index.model_fingerprint:
+        raise SearchError(
+            f"the index was built with another model: {where} has fingerprint "
+            f"{fingerprint[:16]}..., the index (built with {index.model_path}) expects "
+            f"{index.model_fingerprint[:16]}...; rebuild the index with this model"
+        )
+    image_path = str(Path(image_path).resolve())
+    problem = image_problems([image_path], full_decode=True).get(image_path)
+    if problem:
+        raise SearchError(f"cannot read the query image {image_path}: {problem}")
+    query = _embed_files(
+        model,
+        [image_path],
+        image_size=index.image_size,
+        crop_mode=index.crop_mode,
+        batch_size=1,
+        progress=False,
+    )
+    neighbours, distances = analysis.nearest_neighbours(
+        query, index.embeddings, k=min(int(top_k), len(index)), exclude_self=False
+    )
+    return [
+        Match(index.absolute_path(int(i)), float(d))
+        for i, d in zip(neighbours[0], distances[0], strict=True)
+    ]
+
+
+def _thumbnail(path: str, size: int) -> tuple[np.ndarray, bool]:
+    """Reads an image for display, longest side ``size``; a grey tile when unreadable.
+
+    Returns:
+        (image (h, w, 3) uint8 RGB, whether it was read).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            return np.asarray(image), True
+    except (OSError, ValueError):
+        return np.full((size, size, 3), 128, dtype=np.uint8), False
+
+
+def plot_query_results(
+    query_image: str | os.PathLike[str],
+    matches: Sequence[tuple[str, float]],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    thumbnail_size: int = 192,
+) -> Path:
+    """Draws the query and its matches with their distances as one PNG row.
+
+    Each image is labelled with its folder name; a match in a folder of the same name as the
+    query's is framed green, any other red (see :func:`net.visualize.plot_rankings`). An
+    image that can no longer be read shows as a grey tile marked "unreadable".
+
+    Args:
+        query_image: The query image file.
+        matches: ``(path, distance)`` pairs, nearest first, as from :func:`query_index`.
+        path: The PNG to write; parent folders are created.
+        title: Figure title; default: the query's file name.
+        thumbnail_size: Longest side of each displayed image, pixels.
+
+    Returns:
+        The path written.
+
+    Raises:
+        SearchError: If there are no matches.
+    """
+    from net.visualize import plot_rankings
+
+    if not matches:
+        raise SearchError("no matches to plot")
+
+    def label(image_path: str, readable: bool) -> str:
+        name = Path(image_path).parent.name or "."
+        return name if readable else f"{name} (unreadable)"
+
+    query, query_ok = _thumbnail(str(query_image), thumbnail_size)
+    shown = [_thumbnail(str(p), thumbnail_size) for p, _ in matches]
+    return plot_rankings(
+        [query],
+        [label(str(query_image), query_ok)],
+        [[image for image, _ in shown]],
+        [[label(str(p), ok) for (p, _), (_, ok) in zip(matches, shown, strict=True)]],
+        [[float(d) for _, d in matches]],
+        path,
+        title=title or Path(query_image).name,
+    )

@@ -1,0 +1,138 @@
+"""Image search with a trained model: index a folder of images, then query it with an image."""
+
+from invoke import task
+
+from tasks.common import CONFIG_HELP, PROFILE_HELP, fail, load
+
+DEFAULT_CONFIG = "config.yaml"
+DEFAULT_INDEX_NAME = ".cgd_index.npz"
+
+
+def _config(config_path, profile):
+    """The configuration, or None when the default file is absent (search needs no data set)."""
+    from pathlib import Path
+
+    if not Path(config_path).is_file() and config_path == DEFAULT_CONFIG and not profile:
+        return None
+    return load(config_path, profile)
+
+
+def _positive_int(name, value):
+    """An integer option given on the command line (invoke passes None-defaulted ones as str)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        fail(f"--{name.replace('_', '-')} must be an integer, got {value!r}", code=2)
+    if number < 1:
+        fail(f"--{name.replace('_', '-')} must be at least 1, got {number}", code=2)
+    return number
+
+
+@task(
+    help={
+        "model_path": "a saved .keras model or a run directory (its best.keras)",
+        "images": "folder of images to index, searched recursively (jpg, jpeg, png, bmp)",
+        "index_path": f"index file to write (default: <images>/{DEFAULT_INDEX_NAME})",
+        "image_size": "input side in pixels (default: the model's input size)",
+        "batch_size": "images per batch (default: data.eval_batch_size of the configuration, "
+        "or 64 without one)",
+        "crop_mode": "none (plain resize) or pad (pad to a square first); default: the "
+        "configuration's data.crop, where bbox means none (folder images have no boxes)",
+        "skip_bad": "leave unreadable images out (and say how many) instead of stopping "
+        "(also on when the configuration sets data.skip_bad_images)",
+        "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
+        "profile": PROFILE_HELP,
+    }
+)
+def index(
+    c,
+    model_path,
+    images,
+    index_path=None,
+    image_size=None,
+    batch_size=None,
+    crop_mode=None,
+    skip_bad=False,
+    config_path=DEFAULT_CONFIG,
+    profile=None,
+):
+    """Embed every image below a folder with a trained model and save the search index."""
+    config = _config(config_path, profile)
+    from pathlib import Path
+
+    from net import search
+
+    if batch_size is None:
+        batch_size = config.data.eval_batch_size if config else 64
+    if crop_mode is None:
+        crop_mode = config.data.crop if config else "none"
+        crop_mode = "none" if crop_mode == "bbox" else crop_mode
+    skip_bad = bool(skip_bad) or bool(config and config.data.skip_bad_images)
+    output = Path(index_path) if index_path else Path(images) / DEFAULT_INDEX_NAME
+    try:
+        built = search.build_index(
+            model_path,
+            images,
+            output,
+            image_size=None if image_size is None else _positive_int("image_size", image_size),
+            crop_mode=crop_mode,
+            batch_size=_positive_int("batch_size", batch_size),
+            skip_bad=skip_bad,
+        )
+    except search.SearchError as error:
+        fail(f"Indexing stopped: {error}")
+    print(
+        f"Indexed {len(built)} images of {built.images_root} ({built.embedding_dim}-d, "
+        f"{built.image_size} px, crop {built.crop_mode}) with {built.model_path}"
+    )
+    if built.skipped:
+        print(f"Skipped {len(built.skipped)} unreadable images (listed in the log above)")
+    print(f"Wrote {output}")
+
+
+@task(
+    help={
+        "index": "index file written by search.index",
+        "image": "the query image",
+        "model_path": "a saved .keras model or a run directory (default: the model recorded "
+        "in the index); must be the model the index was built with",
+        "top_k": "number of nearest images to show",
+        "output_path": "figure to write (default: <output.root>/search/<image name>.png, "
+        "runs/search/ without a configuration)",
+        "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
+        "profile": PROFILE_HELP,
+    }
+)
+def query(
+    c,
+    index,
+    image,
+    model_path=None,
+    top_k=8,
+    output_path=None,
+    config_path=DEFAULT_CONFIG,
+    profile=None,
+):
+    """Print the indexed images nearest to a query image and draw them in a figure."""
+    config = _config(config_path, profile)
+    from pathlib import Path
+
+    from net import search
+
+    top_k = _positive_int("top_k", top_k)
+    try:
+        loaded = search.load_index(index)
+        matches = search.query_index(loaded, model_path or loaded.model_path, image, top_k=top_k)
+    except search.SearchError as error:
+        fail(f"Search stopped: {error}")
+    print(f"Nearest {len(matches)} of {len(loaded)} indexed images to {image}:")
+    width = len(str(len(matches)))
+    for rank, (path, distance) in enumerate(matches, start=1):
+        print(f"  {rank:>{width}}  {distance:.4f}  {path}")
+    if output_path:
+        figure = Path(output_path)
+    else:
+        root = Path(config.output.root) if config else Path("runs")
+        figure = root / "search" / f"{Path(image).stem}.png"
+    search.plot_query_results(image, matches, figure, title=f"query: {Path(image).name}")
+    print(f"Wrote {figure}")
