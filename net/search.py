@@ -590,6 +590,27 @@ def query_index(
     ]
 
 
+def folder_label(
+    image_path: str | os.PathLike[str], images_root: str | os.PathLike[str] | None = None
+) -> str:
+    """The folder an image is shown under: its class folder in a folder-per-class layout.
+
+    Args:
+        image_path: The image file.
+        images_root: The indexed folder, or None.
+
+    Returns:
+        The first folder of the path below ``images_root`` when the image lies in a sub-folder
+        of it, else the name of the image's own folder.
+    """
+    image = Path(image_path).resolve()
+    if images_root is not None:
+        root = Path(images_root).resolve()
+        if image.is_relative_to(root) and len(image.relative_to(root).parts) > 1:
+            return image.relative_to(root).parts[0]
+    return image.parent.name or "."
+
+
 def _thumbnail(path: str, size: int) -> tuple[np.ndarray, bool]:
     """Reads an image for display, longest side ``size``; a grey tile when unreadable.
 
@@ -612,19 +633,23 @@ def plot_query_results(
     matches: Sequence[tuple[str, float]],
     path: str | os.PathLike[str],
     *,
+    images_root: str | os.PathLike[str] | None = None,
     title: str | None = None,
     thumbnail_size: int = 192,
 ) -> Path:
     """Draws the query and its matches with their distances as one PNG row.
 
-    Each image is labelled with its folder name; a match in a folder of the same name as the
-    query's is framed green, any other red (see :func:`net.visualize.plot_rankings`). An
-    image that can no longer be read shows as a grey tile marked "unreadable".
+    Each image is labelled with its folder: the top-level folder below ``images_root`` for an
+    image inside it (the class, in a folder-per-class layout), else the folder's own name. A
+    match labelled like the query is framed green, any other red (see
+    :func:`net.visualize.plot_rankings`). An image that can no longer be read shows as a grey
+    tile marked "unreadable".
 
     Args:
         query_image: The query image file.
         matches: ``(path, distance)`` pairs, nearest first, as from :func:`query_index`.
         path: The PNG to write; parent folders are created.
+        images_root: The indexed folder (:attr:`SearchIndex.images_root`), or None.
         title: Figure title; default: the query's file name.
         thumbnail_size: Longest side of each displayed image, pixels.
 
@@ -640,7 +665,7 @@ def plot_query_results(
         raise SearchError("no matches to plot")
 
     def label(image_path: str, readable: bool) -> str:
-        name = Path(image_path).parent.name or "."
+        name = folder_label(image_path, images_root)
         return name if readable else f"{name} (unreadable)"
 
     query, query_ok = _thumbnail(str(query_image), thumbnail_size)

@@ -134,5 +134,7 @@ def query(
     else:
         root = Path(config.output.root) if config else Path("runs")
         figure = root / "search" / f"{Path(image).stem}.png"
-    search.plot_query_results(image, matches, figure, title=f"query: {Path(image).name}")
+    search.plot_query_results(
+        image, matches, figure, images_root=loaded.images_root, title=f"query: {Path(image).name}"
+    )
     print(f"Wrote {figure}")

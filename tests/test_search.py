@@ -270,11 +270,21 @@ def test_build_index_rejects_bad_settings(setup, tmp_path):
         search.build_index(tmp_path / "none.keras", setup["images"], tmp_path / "i.npz")
 
 
+def test_folder_labels_name_the_class_folder(setup, tmp_path):
+    root = setup["images"]
+    assert search.folder_label(root / "circles/deep/c.bmp", root) == "circles"
+    assert search.folder_label(root / "circles/deep/c.bmp") == "deep"
+    assert search.folder_label(tmp_path / "elsewhere/q.jpg", root) == "elsewhere"
+    assert search.folder_label(root / "top.jpg", root) == root.name
+
+
 def test_plot_query_results_writes_a_png(setup, tmp_path):
     query = setup["images"] / "circles/a.jpg"
     matches = search.query_index(setup["index"], setup["model_path"], query, top_k=3)
     matches.append(search.Match(str(tmp_path / "deleted.png"), 1.5))  # Drawn as a grey tile.
-    path = search.plot_query_results(query, matches, tmp_path / "fig" / "q.png")
+    path = search.plot_query_results(
+        query, matches, tmp_path / "fig" / "q.png", images_root=setup["images"]
+    )
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     with pytest.raises(search.SearchError, match="no matches"):
         search.plot_query_results(query, [], tmp_path / "none.png")
