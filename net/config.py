@@ -119,7 +119,7 @@ class ScheduleConfig:
     Attributes:
         kind: ``constant``, ``step`` (multiply by ``factor`` at each epoch in ``boundaries``,
             as in the CGD paper) or ``plateau`` (multiply by ``factor`` when validation
-            Recall@1 stalls for ``patience`` epochs).
+            MAP@R stalls for ``patience`` epochs).
         boundaries: epochs at which the step schedule decays.
         factor: decay factor.
         patience: epochs without improvement before a plateau decay.
@@ -142,7 +142,7 @@ class TrainingConfig:
         weight_decay: decoupled weight decay (AdamW) when positive.
         schedule: the learning-rate schedule.
         early_stopping_patience: stop after this many epochs without a better validation
-            Recall@1; 0 disables early stopping.
+            MAP@R; 0 disables early stopping.
         seed: seed of every random number generator; ``None`` for a random run.
         deterministic: make TensorFlow's ops deterministic (same seed, same metrics on CPU).
         mixed_precision: ``None``, ``mixed_float16`` or ``mixed_bfloat16``.

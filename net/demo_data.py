@@ -3,11 +3,13 @@
 :func:`generate_demo_dataset` writes ``car_ims/NNNNNN.jpg`` and ``cars_annos.mat`` exactly as
 the real Cars196 download lays them out, so every reader, check and pipeline of the project runs
 on it unchanged and nothing has to be downloaded. Each class is a distinct combination of body
-shape (sedan, hatchback, SUV, pickup, sports car, van), body colour and markings (stripes, a
-door emblem, a checker band, diagonal bands); combinations are chosen to differ in at least
-two of the three where possible. Each image varies the image size and aspect ratio, the
-vehicle's size, position and direction, the body shade, the background (sky/ground gradient and
-clutter), the lighting and the noise, and comes with the vehicle's exact bounding box.
+shape (sedan, hatchback, SUV, pickup, sports car, van), markings (stripes, a door emblem, a
+checker band, diagonal bands) and a usual body colour; shape and marking identify the class
+(up to 36 classes), while half of a class's images are painted in any other colour, so colour
+alone does not give a class away and an untrained network retrieves poorly. Each image varies
+the image size and aspect ratio, the vehicle's size, position and direction, the body colour
+and shade, the background (sky/ground gradient and colourful clutter), the lighting and the
+noise, and comes with the vehicle's exact bounding box.
 """
 
 from __future__ import annotations
@@ -135,28 +137,30 @@ _MARKINGS = ("plain", "stripe", "two stripes", "emblem", "checker band", "diagon
 
 
 def _class_designs(num_classes: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
-    """Picks distinct (shape, colour, marking) combinations, spread out greedily.
+    """Picks distinct (shape, colour, marking) class designs.
 
-    Combinations are taken in a seeded random order, first those that differ from every chosen
-    one in at least two attributes, then (if more classes are asked for) any unused one.
+    Shape and marking together identify a class wherever possible (36 pairs): colour is only the
+    class's usual colour (see :data:`USUAL_COLOUR_PROBABILITY`), so a model has to learn shapes
+    and markings rather than colour histograms. Past 36 classes, pairs repeat with another
+    colour.
     """
     combos = list(itertools.product(_SHAPES, _COLOURS, _MARKINGS))
     if num_classes > len(combos):
         raise ValueError(f"At most {len(combos)} demo classes are available, got {num_classes}")
-    order = [combos[i] for i in rng.permutation(len(combos))]
+    pairs = list(itertools.product(_SHAPES, _MARKINGS))
+    colours = list(_COLOURS)
     chosen: list[tuple[str, str, str]] = []
-    for min_differences in (2, 1):
-        for combo in order:
-            if len(chosen) == num_classes:
-                return chosen
-            if combo in chosen:
-                continue
-            if all(
-                sum(a != b for a, b in zip(combo, c, strict=True)) >= min_differences
-                for c in chosen
-            ):
-                chosen.append(combo)
+    while len(chosen) < num_classes:
+        for index in rng.permutation(len(pairs)):
+            shape, marking = pairs[index]
+            free = [c for c in colours if (shape, c, marking) not in chosen]
+            if free and len(chosen) < num_classes:
+                chosen.append((shape, free[int(rng.integers(len(free)))], marking))
     return chosen
+
+
+#: Probability that an image shows its class's usual colour; otherwise any colour.
+USUAL_COLOUR_PROBABILITY = 0.5
 
 
 def _to_pixels(points, x0: float, ground: float, length: float, facing_left: bool) -> np.ndarray:
@@ -296,8 +300,7 @@ def _render(
     image = np.broadcast_to(tone[:, None, :], (height, width, 3)).astype(np.float64)
     image = np.ascontiguousarray(image.clip(0, 255).astype(np.uint8))
     for _ in range(int(rng.integers(3, 9))):
-        grey = rng.uniform(50, 200)
-        colour = tuple(float(v) for v in (grey + rng.uniform(-25, 25, size=3)).clip(0, 255))
+        colour = tuple(float(v) for v in rng.uniform(30, 230, size=3))
         x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
         size = int(rng.integers(3, max(4, min(width, height) // 3)))
         kind = rng.integers(3)
@@ -315,7 +318,8 @@ def _render(
     length = min(length, 0.85 * height / tallest)
     x0 = rng.uniform(0, width - length)
     ground = rng.uniform(tallest * length, height - 1)
-    body_rgb = (np.array(_COLOURS[design[1]]) + rng.uniform(-18, 18, size=3)).clip(0, 255)
+    colour = design[1] if rng.uniform() < USUAL_COLOUR_PROBABILITY else rng.choice(list(_COLOURS))
+    body_rgb = (np.array(_COLOURS[colour]) + rng.uniform(-18, 18, size=3)).clip(0, 255)
     mask = np.zeros((height, width), np.uint8)
     _draw_vehicle(image, mask, design, body_rgb, x0, ground, length, bool(rng.integers(2)))
 
@@ -333,8 +337,8 @@ def _render(
 def generate_demo_dataset(
     root: str | os.PathLike,
     *,
-    num_classes: int = 24,
-    images_per_class: int = 20,
+    num_classes: int = 36,
+    images_per_class: int = 24,
     seed: int = 0,
     min_size: int = 64,
     max_size: int = 128,
@@ -380,7 +384,7 @@ def generate_demo_dataset(
             "seed": seed,
             "min_size": min_size,
             "max_size": max_size,
-            "version": 1,
+            "version": 2,
         },
         sort_keys=True,
     )

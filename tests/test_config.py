@@ -30,7 +30,7 @@ def test_demo_profile_overlays_only_what_it_names():
     demo = load_config(REPO / "config.yaml", profile="demo")
     assert demo.model.backbone == "small_cnn"
     assert demo.data.image_size == 64
-    assert demo.training.schedule.boundaries == [9]
+    assert demo.training.schedule.boundaries == [30]
     assert demo.training.schedule.kind == "step"
     # Untouched keys keep the full setup's values.
     assert demo.model.descriptors == full.model.descriptors

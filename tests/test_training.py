@@ -60,7 +60,7 @@ def test_run_writes_its_artifacts_and_continues_where_it_stopped(demo_dataset_ro
     assert second["epochs_done"] == 2
     assert csv_epochs(run_dir) == [0, 1]
     log = (run_dir / "log.csv").read_text().splitlines()[0].split(",")
-    assert {"loss", "val_recall@1", "learning_rate"} <= set(log)
+    assert {"loss", "val_recall@1", "val_map@r", "learning_rate"} <= set(log)
     # The step schedule (boundary at epoch 1) has decayed the rate by `factor`.
     rows = [
         dict(zip(log, r.split(","), strict=True))
@@ -159,4 +159,4 @@ def test_same_seed_same_metrics_on_cpu(demo_dataset_root, tmp_path):
     a = experiment.train(config, tmp_path / "a", verbose=0)
     b = experiment.train(config, tmp_path / "b", verbose=0)
     assert a["test"] == b["test"]
-    assert a["best_val_recall@1"] == b["best_val_recall@1"]
+    assert a["best_val_map@r"] == b["best_val_map@r"]
