@@ -22,7 +22,6 @@ from net import analysis, data, losses, model, pipeline, training
 from net.callbacks import atomic_write_text
 from net.config import Config, DataConfig, ModelConfig, config_from_dict
 
-
 #: The validation metric that selects the best model and drives early stopping and plateaus.
 VALIDATION_MONITOR = "map@r"
 
