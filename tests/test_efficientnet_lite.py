@@ -230,3 +230,52 @@ def test_rejects_bad_arguments(tmp_path):
         build_efficientnet_lite0(input_shape=(64, 64, 1))
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         build_efficientnet_lite0(input_shape=(64, 64, 3), weights=tmp_path / "nowhere.pth")
+
+
+def test_cgd_heads_on_the_pretrained_backbone(features, tmp_path, monkeypatch):
+    """The registered backbone inside a CGD model: ImageNet weights loaded (equal to the
+    standalone port's), (x - 127) / 128 preprocessing in the model, unit-norm embeddings, a
+    finite training step and an exact .keras round trip, as with ResNet-50."""
+    import keras
+
+    from net import losses, model, training
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    net = model.build_cgd_model(
+        backbone="efficientnet_lite0",
+        weights="imagenet",
+        image_size=64,
+        last_stride=1,
+        descriptors="SG",
+        embedding_dim=32,
+        num_classes=4,
+    )
+    (backbone,) = [layer for layer in net.layers if isinstance(layer, keras.Model)]
+    for name in ("stem_conv", "block6a_dwconv", "head_conv", "head_bn"):
+        for ours, theirs in zip(
+            backbone.get_layer(name).get_weights(),
+            features.get_layer(name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(ours, theirs)
+    assert net.get_layer("preprocessing").get_config()["mean"] == [127.0, 127.0, 127.0]
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(8, 64, 64, 3)).astype("float32")
+    labels = np.repeat(np.arange(4), 2)
+    embeddings = np.asarray(net(images)["embeddings"])
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert (embeddings < 0).any()
+    training.compile_model(
+        net,
+        metric_loss=losses.BatchHardTripletLoss(margin=0.1),
+        auxiliary_loss=losses.AuxiliaryClassificationLoss(),
+        auxiliary_weight=1.0,
+        learning_rate=1e-4,
+    )
+    result = net.train_on_batch(images, {"embeddings": labels, "logits": labels}, return_dict=True)
+    assert np.isfinite(result["loss"])
+    net.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(
+        np.asarray(loaded(images)["embeddings"]), np.asarray(net(images)["embeddings"]), atol=1e-6
+    )
