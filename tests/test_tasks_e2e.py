@@ -1,0 +1,151 @@
+"""End to end through the invoke tasks: train (killed and resumed), analyse, visualise."""
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from invoke import Program
+
+from tasks.collection import ns
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+
+
+def run_task(*argv):
+    """Runs invoke in this process (TensorFlow is imported once for all tasks)."""
+    Program(namespace=ns).run(["invoke", *argv], exit=False)
+
+
+@pytest.fixture(scope="module")
+def workspace(demo_dataset_root, tmp_path_factory):
+    """A configuration file (the demo profile, shrunk) and a finished, once-killed run."""
+    root = tmp_path_factory.mktemp("e2e")
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    demo = raw["profiles"]["demo"]
+    demo["data"].update(
+        root=str(demo_dataset_root),
+        image_size=32,
+        classes_per_batch=2,
+        images_per_class=2,
+        num_val_classes=2,
+        eval_batch_size=16,
+    )
+    demo["model"]["embedding_dim"] = 32
+    demo["training"].update(epochs=EPOCHS, steps_per_epoch=8, schedule={"boundaries": [3]})
+    demo["output"]["root"] = str(root / "runs")
+    raw["evaluation"]["ks"] = [1, 2]
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run_dir = root / "runs" / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [
+        sys.executable, "-m", "invoke", "--search-root", str(REPO), "ml.train",
+        "--config-path", str(config), "--profile", "demo", "--run-dir", str(run_dir),
+    ]  # fmt: skip
+    # Kill -9 the first run as soon as an epoch is committed.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = run_dir / "state" / "state.json"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_after = json.loads(state.read_text())["epoch"]
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return {"config": config, "run_dir": run_dir, "killed_after": killed_after, "log": resumed}
+
+
+def test_killed_run_resumes_at_the_next_epoch(workspace):
+    run_dir, killed_after = workspace["run_dir"], workspace["killed_after"]
+    output = workspace["log"].stdout
+    assert 1 <= killed_after < EPOCHS
+    assert f"Resuming {run_dir} after epoch {killed_after} of {EPOCHS}." in output
+    assert f"Epoch {killed_after + 1}/{EPOCHS}" in output
+    assert "Epoch 1/" not in output  # nothing repeated
+    rows = (run_dir / "log.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(EPOCHS))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_done"] == EPOCHS
+    assert metrics["resumed_from_epoch"] == killed_after
+    assert "recall@1" in output  # the metrics table
+
+
+def test_analyze_model_performance_writes_the_metrics(workspace, tmp_path):
+    output = tmp_path / "analysis.json"
+    run_task(
+        "analysis.analyze-model-performance",
+        "--config-path", str(workspace["config"]), "--profile", "demo",
+        "--model-path", str(workspace["run_dir"]), "--output-path", str(output),
+    )  # fmt: skip
+    metrics = json.loads(output.read_text())
+    expected = {"recall@1", "recall@2", "precision@1", "r_precision", "map@r"}
+    assert expected | {"num_queries", "embedding_dim"} <= set(metrics)
+    assert metrics["embedding_dim"] == 32
+    assert metrics["precision@1"] == metrics["recall@1"]
+    # Same numbers as the run's own test evaluation of best.keras.
+    run_metrics = json.loads((workspace["run_dir"] / "metrics.json").read_text())["test"]
+    assert metrics["map@r"] == pytest.approx(run_metrics["map@r"], abs=1e-6)
+
+
+def test_visualisation_tasks_write_pngs_and_self_contained_pages(workspace, tmp_path):
+    common = ["--config-path", str(workspace["config"]), "--profile", "demo"]
+    model = ["--model-path", str(workspace["run_dir"])]
+    run_task("visualize.visualize-data", *common, "--output-dir", str(tmp_path))
+    run_task("visualize.visualize-predictions-on-batches", *common, *model,
+             "--output-dir", str(tmp_path))  # fmt: skip
+    run_task("visualize.visualize-predictions-on-dataset", *common, *model,
+             "--output-dir", str(tmp_path), "--queries", "3")  # fmt: skip
+    run_task("visualize.visualize-training", *common, "--run-dir", str(workspace["run_dir"]),
+             "--output-dir", str(tmp_path))  # fmt: skip
+    pages = sorted(p.name for p in tmp_path.glob("*.html"))
+    assert pages == [
+        "rankings_on_batches.html",
+        "rankings_on_dataset.html",
+        "training_batches.html",
+        "training_curves.html",
+    ]
+    assert len(list(tmp_path.glob("*.png"))) >= 4
+    for page in tmp_path.glob("*.html"):
+        sources = re.findall(r'src="([^"]*)"', page.read_text())
+        assert sources, page
+        for source in sources:
+            assert source.startswith("data:image/png;base64,"), (page, source[:40])
+            assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": {"descriptors": "SQ"}}, "model.descriptors: 'SQ' has 'Q'"),
+        ({"data": {"classes_per_batch": 200}}, "P = 200 classes per batch"),
+        ({"training": {"epochz": 3}}, "unknown key training.epochz"),
+    ],
+)
+def test_configuration_errors_stop_the_task_with_the_key(workspace, tmp_path, change, message):
+    raw = yaml.safe_load(workspace["config"].read_text())
+    for section, values in change.items():
+        raw[section].update(values)
+    if "classes_per_batch" in change.get("data", {}):
+        raw["data"]["num_train_classes"] = 98
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    completed = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), "ml.train",
+         "--config-path", str(bad)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert f"Configuration error: {bad}: " in completed.stderr
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
