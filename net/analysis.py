@@ -22,6 +22,7 @@ so results do not depend on the block sizes.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -596,6 +597,33 @@ def compare_models_table(results: Mapping[str, Mapping[str, object]]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: One compiled inference step per live model, so repeated calls (validation every epoch) reuse
+#: the traced graph instead of tracing a new function each time.
+_INFERENCE_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _inference_step(model: keras.Model):
+    """The compiled ``images -> embeddings`` step of a model (cached per model)."""
+    import tensorflow as tf
+
+    step = _INFERENCE_STEPS.get(model)
+    if step is None:
+
+        @tf.function(jit_compile=False, reduce_retracing=True)
+        def step(images: tf.Tensor) -> tf.Tensor:
+            outputs = model(images, training=False)
+            if isinstance(outputs, Mapping):
+                if "embeddings" not in outputs:
+                    raise ValueError(
+                        f"model returns a dict without 'embeddings' (keys: {sorted(outputs)})"
+                    )
+                outputs = outputs["embeddings"]
+            return outputs
+
+        _INFERENCE_STEPS[model] = step
+    return step
+
+
 def compute_embeddings(
     model: keras.Model, dataset: tf.data.Dataset, *, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -618,24 +646,13 @@ def compute_embeddings(
         ValueError: If the data set does not yield (images, labels) pairs, is empty, or the model
             returns a dict without ``"embeddings"``.
     """
-    # TensorFlow is imported here so that the NumPy metrics above load without it.
-    import tensorflow as tf
     from tqdm.auto import tqdm
 
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(f"dataset must yield (images, labels) pairs, got element_spec {spec}")
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
-    def embed(images: tf.Tensor) -> tf.Tensor:
-        outputs = model(images, training=False)
-        if isinstance(outputs, Mapping):
-            if "embeddings" not in outputs:
-                raise ValueError(
-                    f"model returns a dict without 'embeddings' (keys: {sorted(outputs)})"
-                )
-            outputs = outputs["embeddings"]
-        return outputs
+    embed = _inference_step(model)
 
     cardinality = int(dataset.cardinality())
     batches: list[np.ndarray] = []

@@ -122,14 +122,15 @@ def _crops(records, size: int = 16, crop: bool = True) -> np.ndarray:
 
 def test_classes_are_distinguishable_but_images_are_not_copies(demo_dataset_root):
     """Leave-one-out 1-NN on raw 16 x 16 box crops: well above chance (1/8), as the demo must
-    be learnable; measured 0.98. Uncropped images score near chance (0.23), so the model still
-    has to learn where the vehicle is; same-class images still differ visibly."""
+    be learnable, yet far from perfect (measured 0.58), because half of a class's images wear
+    another colour: shape and markings, not colour, identify a class. Same-class images still
+    differ visibly."""
     records = read_cars196(demo_dataset_root)
     features = _crops(records)
     distances = ((features[:, None] - features[None]) ** 2).sum(-1)
     np.fill_diagonal(distances, np.inf)
     accuracy = (records.labels[distances.argmin(1)] == records.labels).mean()
-    assert accuracy >= 0.8, accuracy
+    assert 3 / 8 <= accuracy <= 0.85, accuracy
     same = records.labels[:, None] == records.labels[None]
     pairs = np.abs(features[:, None] - features[None]).mean(-1)[
         same & ~np.eye(len(same), dtype=bool)

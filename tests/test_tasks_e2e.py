@@ -97,6 +97,21 @@ def test_analyze_model_performance_writes_the_metrics(workspace, tmp_path):
     assert metrics["map@r"] == pytest.approx(run_metrics["map@r"], abs=1e-6)
 
 
+def test_several_models_compare_in_one_table(workspace, tmp_path, capsys):
+    run_dir = workspace["run_dir"]
+    output = tmp_path / "comparison.json"
+    run_task(
+        "analysis.analyze-model-performance",
+        "--config-path", str(workspace["config"]), "--profile", "demo",
+        "--model-path", f"{run_dir / 'best.keras'},{run_dir / 'last.keras'}",
+        "--output-path", str(output),
+    )  # fmt: skip
+    table = capsys.readouterr().out
+    assert "best.keras" in table and "last.keras" in table and "map@r" in table
+    results = json.loads(output.read_text())
+    assert sorted(Path(name).name for name in results) == ["best.keras", "last.keras"]
+
+
 def test_visualisation_tasks_write_pngs_and_self_contained_pages(workspace, tmp_path):
     common = ["--config-path", str(workspace["config"]), "--profile", "demo"]
     model = ["--model-path", str(workspace["run_dir"])]
