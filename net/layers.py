@@ -35,9 +35,8 @@ def _global_pool_output_shape(input_shape: Sequence[int | None], keepdims: bool)
     return (input_shape[0], input_shape[3])
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SPoCPooling2D(keras.layers.Layer):
-    """SPoC descriptor: the mean of a feature map over its spatial positions.
+class _GlobalPooling2D(keras.layers.Layer):
+    """Base of the parameter-free global descriptors: a reduction over the spatial axes.
 
     Args:
         keepdims: Keep the spatial axes as size-1 axes.
@@ -50,12 +49,14 @@ class SPoCPooling2D(keras.layers.Layer):
         Descriptor, shape (B, C) (or (B, 1, 1, C) with ``keepdims``).
     """
 
+    _reduce = staticmethod(ops.mean)
+
     def __init__(self, keepdims: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.keepdims = bool(keepdims)
 
     def call(self, inputs):  # noqa: D102
-        return ops.mean(inputs, axis=(1, 2), keepdims=self.keepdims)
+        return self._reduce(inputs, axis=(1, 2), keepdims=self.keepdims)
 
     def compute_output_shape(self, input_shape):  # noqa: D102
         return _global_pool_output_shape(input_shape, self.keepdims)
@@ -65,32 +66,23 @@ class SPoCPooling2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MACPooling2D(keras.layers.Layer):
-    """MAC descriptor: the maximum of a feature map over its spatial positions.
+class SPoCPooling2D(_GlobalPooling2D):
+    """SPoC descriptor: the mean of a feature map over its spatial positions.
 
-    Args:
-        keepdims: Keep the spatial axes as size-1 axes.
-        **kwargs: Base `keras.layers.Layer` arguments.
-
-    Call args:
-        inputs: Feature map, shape (B, H, W, C).
-
-    Returns:
-        Descriptor, shape (B, C) (or (B, 1, 1, C) with ``keepdims``).
+    Args and shapes as in the base: (B, H, W, C) -> (B, C).
     """
 
-    def __init__(self, keepdims: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.keepdims = bool(keepdims)
+    _reduce = staticmethod(ops.mean)
 
-    def call(self, inputs):  # noqa: D102
-        return ops.max(inputs, axis=(1, 2), keepdims=self.keepdims)
 
-    def compute_output_shape(self, input_shape):  # noqa: D102
-        return _global_pool_output_shape(input_shape, self.keepdims)
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MACPooling2D(_GlobalPooling2D):
+    """MAC descriptor: the maximum of a feature map over its spatial positions.
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
-        return {**super().get_config(), "keepdims": self.keepdims}
+    Args and shapes as in the base: (B, H, W, C) -> (B, C).
+    """
+
+    _reduce = staticmethod(ops.max)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
