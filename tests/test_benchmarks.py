@@ -112,3 +112,27 @@ def test_training_benchmark(capsys):
     result = training.main(["--quick"])
     assert RATIO_LINE.match(last_line(capsys))
     assert result["real"] > 0 and result["bare"] > 0
+
+
+def test_bench_tasks_run_each_benchmark_in_its_own_process():
+    from invoke import Collection
+
+    from tasks import bench
+
+    class FakeContext:
+        def __init__(self):
+            self.commands = []
+
+        def run(self, command, pty=False):
+            self.commands.append(command)
+            return type("Result", (), {"stdout": "table\nratio: 2.00x (target >= 1x): met\n"})()
+
+    assert set(Collection.from_module(bench).task_names) == {*bench.BENCHMARKS, "all"}
+    context = FakeContext()
+    bench.all_(context, quick=True)
+    assert [c.split(" -m ")[1] for c in context.commands] == [
+        f"benchmarks.{name} --quick" for name in bench.BENCHMARKS
+    ]
+    context = FakeContext()
+    bench.evaluation(context, args="--num 100 --faiss")
+    assert context.commands[0].endswith("-m benchmarks.evaluation --num 100 --faiss")

@@ -1,0 +1,60 @@
+"""Benchmarks against the seed repository's way (issue 7); each runs in its own process."""
+
+from invoke import task
+
+#: Benchmark modules under ``benchmarks/``, in the order ``bench.all`` runs them.
+BENCHMARKS = ("pipeline", "loss", "evaluation", "embedding", "training")
+
+_HELP = {
+    "quick": "tiny sizes, a few seconds (a smoke test, not a measurement)",
+    "args": "extra arguments for the benchmark script, e.g. '--num 4000' (see --help)",
+}
+
+
+def _run(c, name: str, quick: bool, args: str) -> str:
+    """Runs ``python -m benchmarks.<name>`` and returns its last line (the ratio line)."""
+    import sys
+
+    flags = " ".join(part for part in ("--quick" if quick else "", args or "") if part)
+    result = c.run(f"{sys.executable} -m benchmarks.{name} {flags}".rstrip(), pty=False)
+    lines = result.stdout.strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+@task(help=_HELP)
+def pipeline(c, quick=False, args=""):
+    """Input pipeline: net.pipeline.train_dataset vs cv2 + np.pad in from_generator."""
+    _run(c, "pipeline", quick, args)
+
+
+@task(help=_HELP)
+def loss(c, quick=False, args=""):
+    """Loss: Gram-matrix batch-hard triplet vs the repeat/tile B x B x D approach."""
+    _run(c, "loss", quick, args)
+
+
+@task(help=_HELP)
+def evaluation(c, quick=False, args=""):
+    """Evaluation: blocked Recall@K vs pdist + squareform + argsort; a 100k run (--faiss too)."""
+    _run(c, "evaluation", quick, args)
+
+
+@task(help=_HELP)
+def embedding(c, quick=False, args=""):
+    """Embedding extraction: compute_embeddings vs model.predict per batch."""
+    _run(c, "embedding", quick, args)
+
+
+@task(help=_HELP)
+def training(c, quick=False, args=""):
+    """Training: fit on the real pipeline vs a bare step on in-memory tensors (images/s)."""
+    _run(c, "training", quick, args)
+
+
+@task(name="all", help={"quick": _HELP["quick"]})
+def all_(c, quick=False):
+    """Runs every benchmark, one process each, then prints their ratio lines together."""
+    summary = [(name, _run(c, name, quick, "")) for name in BENCHMARKS]
+    print("\nSummary:")
+    for name, line in summary:
+        print(f"  {name:<11} {line}")
