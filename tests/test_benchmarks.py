@@ -115,12 +115,13 @@ def test_training_benchmark(capsys):
 
 
 def test_bench_tasks_run_each_benchmark_in_its_own_process():
-    from invoke import Collection
+    from invoke import Collection, Context
 
     from tasks import bench
 
-    class FakeContext:
+    class FakeContext(Context):
         def __init__(self):
+            super().__init__()
             self.commands = []
 
         def run(self, command, pty=False):
