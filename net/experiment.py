@@ -96,6 +96,25 @@ def distribution_strategy(kind: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: Path) -> Path:
+    """Where this worker writes: the run directory on the chief, a private folder elsewhere.
+
+    Under ``MultiWorkerMirroredStrategy`` every worker runs the same training loop and must
+    save too (saving takes part in collective operations), but only the chief (the ``chief``
+    task, or worker 0 when the cluster has none) writes the run directory; the other workers
+    write to ``run_dir/.workers/<task>-<id>``.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return run_dir
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+    ):
+        return run_dir
+    return run_dir / ".workers" / f"{resolver.task_type}-{resolver.task_id}"
+
+
 def make_run_dir(output_root: str | os.PathLike, name: str | None = None) -> Path:
     """A new run directory under ``output_root`` (named by the time unless ``name`` is given)."""
     name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -117,10 +136,12 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     Returns:
         The content of ``metrics.json``.
     """
-    run_dir = Path(run_dir)
+    tc = config.training
+    # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
+    strategy = distribution_strategy(tc.distribution)
+    run_dir = worker_run_dir(strategy, Path(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, run_dir)
-    tc = config.training
     if tc.seed is not None:
         keras.utils.set_random_seed(tc.seed)
     if tc.deterministic:
@@ -129,7 +150,6 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
         keras.mixed_precision.set_global_policy(tc.mixed_precision)
     splits = load_splits(config.data)
     dc = config.data
-    strategy = distribution_strategy(tc.distribution)
     replicas = strategy.num_replicas_in_sync
     steps = tc.steps_per_epoch or pipeline.steps_per_epoch(
         splits.train, dc.classes_per_batch * replicas, dc.images_per_class

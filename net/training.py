@@ -6,6 +6,7 @@ configuration.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -209,7 +210,12 @@ def fit(
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
     dataset = with_targets(train_dataset(initial_epoch), output_names(model))
-    history = model.fit(
+    fit_function = (
+        functools.partial(_fit_multi_worker, model)
+        if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        else model.fit
+    )
+    history = fit_function(
         dataset,
         epochs=epochs,
         initial_epoch=initial_epoch,
@@ -236,6 +242,77 @@ def fit(
         checkpoint.stopped_early,
         {key: [float(v) for v in values] for key, values in history.history.items()},
     )
+
+
+def _fit_multi_worker(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    epochs: int,
+    initial_epoch: int,
+    steps_per_epoch: int,
+    callbacks: list[keras.callbacks.Callback],
+    verbose: int | str,
+) -> keras.callbacks.History:
+    """``model.fit`` for ``MultiWorkerMirroredStrategy``, which Keras 3's own ``fit`` cannot run.
+
+    Keras 3.15's ``fit`` fails under that strategy (keras-team/keras#20585): it reduces a
+    distributed input batch eagerly to build the model, then reduces scalar step outputs along
+    an axis they do not have. This loop runs Keras' own ``train_step`` (the same losses, loss
+    weights, per-replica loss scaling and optimizer) on every replica with ``strategy.run``,
+    averages the logs over replicas, and drives the same callbacks.
+
+    Args:
+        model: the compiled model, built under the strategy's scope.
+        dataset: the global-batch training dataset (endless).
+        epochs: last epoch (exclusive), as in ``fit``.
+        initial_epoch: first epoch, as in ``fit``.
+        steps_per_epoch: batches per epoch.
+        callbacks: the callbacks, as given to ``fit``.
+        verbose: 0 for silence; otherwise a progress bar.
+
+    Returns:
+        The History callback, as ``fit`` returns it.
+    """
+    strategy = model.distribute_strategy
+    distributed = strategy.experimental_distribute_dataset(dataset)
+    iterator = iter(distributed)
+    local_batch = next(iter(dataset))
+    with strategy.scope():
+        model._symbolic_build(data_batch=local_batch)  # what fit's broken reduce would do
+
+    @tf.function
+    def train_step(batch):
+        logs = strategy.run(model.train_step, args=(batch,))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=1 if verbose == "auto" else verbose,
+        epochs=epochs,
+        steps=steps_per_epoch,
+        model=model,
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        for step in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(step)
+            logs = {name: float(value) for name, value in train_step(next(iterator)).items()}
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        epoch_logs = dict(logs)
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return model.history
 
 
 def _result(run_dir, state, initial_epoch, epochs_done, stopped_early, history) -> FitResult:

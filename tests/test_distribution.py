@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,60 @@ def test_mirrored_training_run_through_the_experiment(demo_dataset_root, tmp_pat
         "experiment", str(REPO / "config.yaml"), str(demo_dataset_root), str(tmp_path / "run")
     )
     assert result["replicas"] == 2
-    assert result["epochs_done"] == 1
+    assert result["epochs_done"] == 2
     assert 0.0 <= result["recall@1"] <= 1.0
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_multi_worker_training_on_two_local_workers(demo_dataset_root, tmp_path):
+    """Two worker processes on this machine (TF_CONFIG over loopback): both finish, the chief
+    writes the run directory and the other worker a private folder, and the trainable weights
+    both hold at the end are identical (synchronous all-reduce)."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    run_dir = tmp_path / "run"
+    script = str(REPO / "tests" / "scripts" / "distributed_step.py")
+    args = [str(REPO / "config.yaml"), str(demo_dataset_root), str(run_dir)]
+    workers = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, script, "worker", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["replicas"] == 2 and result["epochs_done"] == 2
+    assert (run_dir / "best.keras").is_file() and (run_dir / "metrics.json").is_file()
+    other = run_dir / ".workers" / "worker-1"
+    assert (other / "last.keras").is_file()
+    chief_model = keras.saving.load_model(run_dir / "last.keras")
+    other_model = keras.saving.load_model(other / "last.keras")
+    for a, b in zip(chief_model.trainable_weights, other_model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @pytest.mark.parametrize("name", ["batch_hard_triplet", "hap2s"])

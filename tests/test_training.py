@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from net import callbacks, experiment, pipeline, training
+from net import callbacks, experiment, losses, pipeline, training
 from net.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
     model = experiment.build_model(config.model, image_size=32, num_classes=0)
     training.compile_model(
         model,
-        metric_loss=experiment.losses.build_metric_loss("batch_hard_triplet", margin=0.1),
+        metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
         auxiliary_loss=None,
         auxiliary_weight=0.0,
         learning_rate=1e-3,
@@ -132,7 +132,9 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
 
 
 def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeypatch):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, {"embeddings": keras.layers.Dense(2)(inputs)})
+    model.compile(optimizer="adam", loss={"embeddings": losses.BatchHardTripletLoss(margin=0.1)})
     path = tmp_path / "last.keras"
     callbacks.atomic_save_model(model, path)
     before = path.read_bytes()
@@ -145,6 +147,8 @@ def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         callbacks.atomic_save_model(model, path)
     assert path.read_bytes() == before
+    # The saved model is an uncompiled view: loading needs no loss or optimizer.
+    assert keras.saving.load_model(path).compiled is False
 
 
 def test_truncate_csv_log_drops_rows_after_the_saved_epoch(tmp_path):

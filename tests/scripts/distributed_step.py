@@ -12,8 +12,9 @@ import sys
 
 import tensorflow as tf
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+if sys.argv[1] != "worker":  # one process, two logical devices
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -100,9 +101,11 @@ def step_check() -> dict:
     return result
 
 
-def experiment_run(config_path: str, data_root: str, run_dir: str) -> dict:
-    """A whole tiny mirrored training run through the experiment code, which hands each
-    replica whole P x K batches."""
+def experiment_run(
+    config_path: str, data_root: str, run_dir: str, distribution: str = "mirrored"
+) -> dict:
+    """A whole tiny distributed training run through the experiment code, which hands each
+    replica whole P x K batches (``multi_worker``: this process is one worker of TF_CONFIG)."""
     import dataclasses
 
     from net import experiment
@@ -121,13 +124,17 @@ def experiment_run(config_path: str, data_root: str, run_dir: str) -> dict:
         ),
         model=dataclasses.replace(config.model, embedding_dim=16),
         training=dataclasses.replace(
-            config.training, epochs=1, steps_per_epoch=2, distribution="mirrored"
+            config.training, epochs=2, steps_per_epoch=2, distribution=distribution
         ),
         evaluation=dataclasses.replace(config.evaluation, ks=[1]),
     )
     summary = experiment.train(config, run_dir, verbose=int(os.environ.get("VERBOSE", "0")))
+    if distribution == "multi_worker":
+        replicas = len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])
+    else:
+        replicas = experiment.distribution_strategy("mirrored").num_replicas_in_sync
     return {
-        "replicas": experiment.distribution_strategy("mirrored").num_replicas_in_sync,
+        "replicas": replicas,
         "recall@1": summary["test"]["recall@1"],
         "epochs_done": summary["epochs_done"],
     }
@@ -137,5 +144,7 @@ def experiment_run(config_path: str, data_root: str, run_dir: str) -> dict:
 # collective-op keys.
 if sys.argv[1] == "step":
     print(json.dumps(step_check()))
+elif sys.argv[1] == "worker":
+    print(json.dumps(experiment_run(*sys.argv[2:5], distribution="multi_worker")))
 else:
     print(json.dumps(experiment_run(*sys.argv[2:5])))
