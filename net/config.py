@@ -171,10 +171,13 @@ class EvaluationConfig:
     Attributes:
         ks: the K of Recall@K.
         block_size: queries per block of the exact nearest-neighbour search.
+        method: neighbour search: ``exact`` (blocked NumPy), ``faiss`` (exact FAISS index) or
+            ``faiss_ivf`` (approximate, for very large galleries); FAISS needs ``faiss-cpu``.
     """
 
     ks: list[int]
     block_size: int
+    method: Literal["exact", "faiss", "faiss_ivf"]
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,11 @@ def evaluate(net: keras.Model, records: data.Records, config: Config, progress: 
         net, eval_dataset(records, config.data), progress=progress
     )
     return analysis.retrieval_metrics(
-        embeddings, labels, ks=tuple(config.evaluation.ks), block_size=config.evaluation.block_size
+        embeddings,
+        labels,
+        ks=tuple(config.evaluation.ks),
+        block_size=config.evaluation.block_size,
+        method=config.evaluation.method,
     )
 
 
@@ -371,6 +375,7 @@ def evaluate_query_gallery(
         query_embeddings=query_embeddings,
         query_labels=query_labels,
         block_size=config.evaluation.block_size,
+        method=config.evaluation.method,
     )
 
 

@@ -156,7 +156,11 @@ def rankings_on_dataset(
         "of the whole test set (green: same class, red: other)",
     )
     metrics = analysis.retrieval_metrics(
-        embeddings, labels, ks=tuple(config.evaluation.ks), block_size=config.evaluation.block_size
+        embeddings,
+        labels,
+        ks=tuple(config.evaluation.ks),
+        block_size=config.evaluation.block_size,
+        method=config.evaluation.method,
     )
     return visualize.write_html_report(
         "Rankings on the test set",

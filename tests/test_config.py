@@ -68,6 +68,7 @@ def _set(section, key, value):
         (_set("loss", "params", {"margin": -1.0}), "loss.params (batch_hard_triplet)"),
         (_set("loss", "params", {"margn": 0.1}), "loss.params (batch_hard_triplet)"),
         (_set("training", "learning_rate", 0), "training.learning_rate: must be positive"),
+        (_set("evaluation", "method", "annoy"), "evaluation.method: 'annoy' is not one of"),
     ],
 )
 def test_each_mistake_names_the_file_and_key(tmp_path, mutate, expected):
