@@ -13,6 +13,7 @@ from net.pipeline import (
     _batch_indices,
     augment_image,
     crop_or_pad,
+    decode_for_size,
     eval_dataset,
     inclusion_probabilities,
     load_image,
@@ -165,6 +166,55 @@ def test_load_image_resizes_and_converts_grayscale_and_alpha(tmp_path):
     # 3.0: centres 1.5, 2.5, 3.5, 4.5 weigh 0.25, 0.75, 0.75, 0.25, so 1.75 * 77 / 2 = 67.4 -> 67.
     eager, _ = _load_both_ways(str(tmp_path / "gray.png"), (-1, -1, -1, -1), 4, "pad")
     np.testing.assert_array_equal(eager[:, :, 0], np.tile([11, 67, 67, 11], (4, 1)))
+
+
+def _smooth_jpeg(path: Path, height: int, width: int) -> str:
+    """A smooth colour gradient (no detail finer than the smallest output) saved as JPEG."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([255 * x / width, 255 * y / height, 128 + 0 * x], axis=-1).astype(np.uint8)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("mode", "box", "size", "scale"),
+    [
+        ("pad", (-1, -1, -1, -1), 100, 8),  # padded side 800 >= 8 x 100
+        ("pad", (-1, -1, -1, -1), 300, 2),  # 800 / 300 = 2.7
+        ("none", (-1, -1, -1, -1), 150, 4),  # limited by the short side: 600 / 150 = 4
+        ("bbox", (80, 40, 480, 440), 100, 4),  # a 400 x 400 box: 4 x 100
+        ("bbox", (80, 40, 180, 140), 100, 1),  # a 100 x 100 box: full decode
+    ],
+)
+def test_jpegs_decode_at_the_smallest_scale_covering_the_output(tmp_path, mode, box, size, scale):
+    """An 800 x 600 JPEG: the DCT scale is the largest power of two keeping the resized region
+    at least `size` a side, and the box is scaled with the image (floor / ceiling)."""
+    path = _smooth_jpeg(tmp_path / "x.jpg", 600, 800)
+    contents = tf.io.read_file(path)
+    image, scaled_box = decode_for_size(contents, tf.constant(box), image_size=size, crop_mode=mode)
+    assert tuple(image.shape) == (-(-600 // scale), -(-800 // scale), 3)
+    if box[0] >= 0:
+        expected = (box[0] // scale, box[1] // scale, -(-box[2] // scale), -(-box[3] // scale))
+        assert tuple(scaled_box.numpy()) == expected
+    else:
+        assert tuple(scaled_box.numpy()) == box
+
+
+@pytest.mark.parametrize("mode", ["pad", "bbox", "none"])
+def test_reduced_decoding_matches_a_full_decode_and_antialiased_resize(tmp_path, mode):
+    """On a smooth image the fast path (DCT-scaled decode, then a bilinear resize under 2x)
+    and the slow one (full decode, crop or pad, antialiased resize) agree to a few grey levels
+    on average (the padding's edge may move by half a pixel); also inside Dataset.map."""
+    path = _smooth_jpeg(tmp_path / "x.jpg", 600, 800)
+    box = (80, 40, 480, 440)
+    full = crop_or_pad(tf.io.decode_jpeg(tf.io.read_file(path), channels=3), tf.constant(box), mode)
+    reference = tf.image.resize(full, [96, 96], method="bilinear", antialias=True).numpy()
+    eager, mapped = _load_both_ways(path, box, 96, mode)
+    for out in (eager, mapped):
+        difference = np.abs(out - reference)
+        assert difference.mean() < 3.0
+        interior = difference[16:-16, 16:-16]  # away from the padding's edges
+        assert interior.max() < 12.0, interior.max()
 
 
 # --------------------------------------------------------------------------------------------
