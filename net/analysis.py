@@ -272,6 +272,7 @@ def _retrieval_matches(
     block_size: int,
     method: str = "exact",
     nprobe: int = 16,
+    up_to_r: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Runs one neighbour search and marks which neighbours share the query's label.
 
@@ -285,11 +286,12 @@ def _retrieval_matches(
         block_size: Queries per block of the search.
         method: Neighbour search, one of :data:`SEARCH_METHODS`.
         nprobe: IVF cells scanned per query (``"faiss_ivf"`` only).
+        up_to_r: search max(min_k, max R) neighbours, as R-Precision and MAP@R need; False
+            searches only min_k (Recall@K and Precision@1 alone).
 
     Returns:
         A tuple (matches (Q, k) bool: neighbour j of query i is relevant, num_relevant (Q,) int64:
-        R of each query, embedding_dim), over the Q queries with R >= 1; k is
-        max(min_k, max R).
+        R of each query, embedding_dim), over the Q queries with R >= 1.
 
     Raises:
         ValueError: On malformed inputs, when no query has a relevant item in the gallery, or
@@ -314,7 +316,7 @@ def _retrieval_matches(
     if keep.size == 0:
         raise ValueError("no query has another item of its label in the gallery")
 
-    k = max(min_k, int(num_relevant[keep].max()))
+    k = max(min_k, int(num_relevant[keep].max())) if up_to_r else min_k
     if query_embeddings is None:
         neighbours, _ = nearest_neighbours(
             gallery[keep],
@@ -391,7 +393,15 @@ def recall_at_k(
     """
     ks = _validate_ks(ks)
     matches, _, _ = _retrieval_matches(
-        embeddings, labels, ks[-1], query_embeddings, query_labels, block_size, method, nprobe
+        embeddings,
+        labels,
+        ks[-1],
+        query_embeddings,
+        query_labels,
+        block_size,
+        method,
+        nprobe,
+        up_to_r=False,
     )
     return _recall_from_matches(matches, ks)
 
@@ -412,7 +422,7 @@ def precision_at_1(
         Precision@1 in [0, 1].
     """
     matches, _, _ = _retrieval_matches(
-        embeddings, labels, 1, query_embeddings, query_labels, block_size
+        embeddings, labels, 1, query_embeddings, query_labels, block_size, up_to_r=False
     )
     return float(matches[:, 0].mean())
 
