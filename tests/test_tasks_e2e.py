@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from invoke import Program
@@ -110,6 +111,51 @@ def test_several_models_compare_in_one_table(workspace, tmp_path, capsys):
     assert "best.keras" in table and "last.keras" in table and "map@r" in table
     results = json.loads(output.read_text())
     assert sorted(Path(name).name for name in results) == ["best.keras", "last.keras"]
+
+
+def test_separate_query_and_gallery_sets(workspace, demo_dataset_root, tmp_path):
+    """In-shop style: CSV manifests of queries and gallery (every test image's first two per
+    class are queries, the rest gallery), compared by class name across the two files."""
+    from net.data import read_cars196
+
+    records = read_cars196(demo_dataset_root)
+    test = records.subset(records.labels >= records.labels.max() // 2 + 1)
+    rows = {"queries": [], "gallery": []}
+    seen = {}
+    for path, label in zip(test.paths, test.labels, strict=True):
+        seen[label] = seen.get(label, 0) + 1
+        name = test.class_names[label]
+        rows["queries" if seen[label] <= 2 else "gallery"].append(f"{path},{name}")
+    for kind, lines in rows.items():
+        (tmp_path / f"{kind}.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+    output = tmp_path / "inshop.json"
+    run_task(
+        "analysis.analyze-model-performance",
+        "--config-path", str(workspace["config"]), "--profile", "demo",
+        "--model-path", str(workspace["run_dir"]),
+        "--queries", str(tmp_path / "queries.csv"), "--gallery", str(tmp_path / "gallery.csv"),
+        "--output-path", str(output),
+    )  # fmt: skip
+    metrics = json.loads(output.read_text())
+    assert metrics["num_queries"] == len(rows["queries"])
+    # Brute force: every query against every gallery image, classes compared by name.
+    from net import experiment
+    from net.config import load_config
+    from net.data import read_dataset
+
+    config = load_config(workspace["config"], profile="demo")
+    model = experiment.load_model(workspace["run_dir"])
+    sets = {}
+    for kind in rows:
+        kind_records = read_dataset("csv", tmp_path / f"{kind}.csv")
+        embeddings, labels = experiment.embed(model, kind_records, config.data, progress=False)
+        sets[kind] = (embeddings, np.array(kind_records.class_names)[labels])
+    (q, q_names), (g, g_names) = sets["queries"], sets["gallery"]
+    distances = ((q[:, None] - g[None]) ** 2).sum(-1)
+    nearest = np.argsort(distances, axis=1, kind="stable")
+    for k in (1, 2):
+        hits = (g_names[nearest[:, :k]] == q_names[:, None]).any(axis=1).mean()
+        assert metrics[f"recall@{k}"] == pytest.approx(hits, abs=1e-9)
 
 
 def test_visualisation_tasks_write_pngs_and_self_contained_pages(workspace, tmp_path):
