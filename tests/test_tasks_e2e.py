@@ -1,6 +1,7 @@
 """End to end through the invoke tasks: train (killed and resumed), analyse, visualise."""
 
 import base64
+import csv
 import json
 import os
 import re
@@ -125,9 +126,10 @@ def test_separate_query_and_gallery_sets(workspace, demo_dataset_root, tmp_path)
     for path, label in zip(test.paths, test.labels, strict=True):
         seen[label] = seen.get(label, 0) + 1
         name = test.class_names[label]
-        rows["queries" if seen[label] <= 2 else "gallery"].append(f"{path},{name}")
+        rows["queries" if seen[label] <= 2 else "gallery"].append((path, name))
     for kind, lines in rows.items():
-        (tmp_path / f"{kind}.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+        with open(tmp_path / f"{kind}.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([("path", "label"), *lines])  # names hold commas
     output = tmp_path / "inshop.json"
     run_task(
         "analysis.analyze-model-performance",
