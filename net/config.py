@@ -51,6 +51,9 @@ class DataConfig:
         augment: the seed's training augmentations (flip, affine, grayscale).
         cache: keep decoded, resized images in memory (small data sets only).
         skip_bad_images: drop unreadable images (and say how many) instead of stopping.
+        decode_check: decode every image when the data set is opened (about 2 ms an image),
+            which also finds corrupt image data inside complete files; otherwise a fast check
+            of each file's header and end marker.
     """
 
     layout: Literal["cars196", "image_folder", "csv"]
@@ -65,6 +68,7 @@ class DataConfig:
     augment: bool
     cache: bool
     skip_bad_images: bool
+    decode_check: bool
 
 
 @dataclass(frozen=True)

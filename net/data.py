@@ -493,6 +493,7 @@ def read_dataset(
     cars196_layout: str = "auto",
     validate: bool = True,
     skip_bad: bool = False,
+    full_decode: bool = False,
 ) -> Records:
     """Reads a data set by layout name (as written in the configuration) and checks it.
 
@@ -504,6 +505,7 @@ def read_dataset(
         cars196_layout: ``"auto"``, ``"annos"`` or ``"devkit"``, for ``layout="cars196"``.
         validate: run :func:`validate_records` on the result.
         skip_bad: passed to :func:`validate_records`.
+        full_decode: passed to :func:`validate_records`.
 
     Returns:
         Records of the whole data set.
@@ -521,7 +523,9 @@ def read_dataset(
         records = read_csv_manifest(manifest / "manifest.csv" if manifest.is_dir() else manifest)
     else:
         raise ValueError(f"Unknown data set layout {layout!r}; use one of {LAYOUTS}")
-    return validate_records(records, skip_bad=skip_bad) if validate else records
+    if not validate:
+        return records
+    return validate_records(records, skip_bad=skip_bad, full_decode=full_decode)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,12 @@ def load_splits(config: DataConfig) -> data.Split:
     Raises:
         net.data.DataError: the data set is missing or has bad files (unless skipped).
     """
-    records = data.read_dataset(config.layout, config.root, skip_bad=config.skip_bad_images)
+    records = data.read_dataset(
+        config.layout,
+        config.root,
+        skip_bad=config.skip_bad_images,
+        full_decode=config.decode_check,
+    )
     return data.metric_learning_split(
         records,
         num_train_classes=config.num_train_classes,

@@ -164,3 +164,28 @@ def test_same_seed_same_metrics_on_cpu(demo_dataset_root, tmp_path):
     b = experiment.train(config, tmp_path / "b", verbose=0)
     assert a["test"] == b["test"]
     assert a["best_val_map@r"] == b["best_val_map@r"]
+
+
+def test_decode_check_setting_finds_corrupt_jpeg_data(demo_dataset_root, tmp_path):
+    """A demo JPEG with a corrupt Huffman table (header and end marker intact): the fast check
+    lets it through, `data.decode_check: true` stops with a message naming the file."""
+    import shutil
+
+    from net.data import DataError, read_cars196
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_dataset_root, root)
+    victim = root / "car_ims" / "000003.jpg"
+    contents = bytearray(victim.read_bytes())
+    table = contents.find(b"\xff\xc4")  # DHT marker; its 16 code-length counts follow at +5
+    contents[table + 5 : table + 21] = b"\xff" * 16
+    victim.write_bytes(bytes(contents))
+    config = tiny_config(root)
+    experiment.load_splits(config.data)  # the fast check does not decode
+    strict = dataclasses.replace(config.data, decode_check=True)
+    with pytest.raises(DataError, match="000003.jpg"):
+        experiment.load_splits(strict)
+    skipping = dataclasses.replace(strict, skip_bad_images=True)
+    splits = experiment.load_splits(skipping)
+    total = sum(len(split) for split in (splits.train, splits.val, splits.test))
+    assert total == len(read_cars196(demo_dataset_root)) - 1
