@@ -48,7 +48,7 @@ _COUNT_KEYS: tuple[str, ...] = ("num_queries", "embedding_dim")
 # --------------------------------------------------------------------------------------------
 
 
-def _as_embeddings(array: np.ndarray, name: str) -> np.ndarray:
+def as_embeddings(array: np.ndarray, name: str) -> np.ndarray:
     """Validates a (N, D) embedding matrix and returns it as C-contiguous float32.
 
     Args:
@@ -104,6 +104,59 @@ def _smallest_k(
     starts = np.concatenate(([0], np.cumsum(np.bincount(row_idx, minlength=rows))[:-1]))
     take = order[(starts[:, None] + np.arange(k)[None, :]).ravel()]
     return cand_ids[take].reshape(rows, k), cand_values[take].reshape(rows, k)
+
+
+def search_inputs(
+    queries: np.ndarray,
+    gallery: np.ndarray | None,
+    *,
+    k: int,
+    exclude_self: bool = True,
+    exclude_indices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Checks the arguments of a neighbour search (shared by the exact and the FAISS search).
+
+    Args:
+        queries: Query embeddings (Q, D).
+        gallery: Gallery embeddings (N, D), or None to search the queries themselves.
+        k: Neighbours per query.
+        exclude_self: With ``gallery=None``, exclude each query's own index.
+        exclude_indices: (Q,) one gallery index to exclude per query (-1 for none), or None.
+
+    Returns:
+        ``(queries, gallery, exclude)``: C-contiguous float32 arrays and the (Q,) int64 index
+        each query must not return (-1 for none), or None when nothing is excluded.
+
+    Raises:
+        ValueError: On malformed embeddings, mismatching dimensions, bad exclude_indices, or k
+            outside [1, available].
+    """
+    query_values = as_embeddings(queries, "queries")
+    gallery_values = query_values if gallery is None else as_embeddings(gallery, "gallery")
+    num_queries, num_gallery = query_values.shape[0], gallery_values.shape[0]
+    if gallery_values.shape[1] != query_values.shape[1]:
+        raise ValueError(
+            f"queries have dimension {query_values.shape[1]} but gallery has dimension "
+            f"{gallery_values.shape[1]}"
+        )
+    if exclude_indices is not None:
+        exclude = np.asarray(exclude_indices)
+        if exclude.shape != (num_queries,) or not np.issubdtype(exclude.dtype, np.integer):
+            raise ValueError(
+                f"exclude_indices must be an integer array of shape ({num_queries},), got "
+                f"{exclude.dtype} {exclude.shape}"
+            )
+        if exclude.size and (exclude.min() < -1 or exclude.max() >= num_gallery):
+            raise ValueError(f"exclude_indices must lie in [-1, {num_gallery}), got {exclude}")
+        exclude = exclude.astype(np.int64)
+    elif gallery is None and exclude_self:
+        exclude = np.arange(num_queries, dtype=np.int64)
+    else:
+        exclude = None
+    available = num_gallery - (1 if exclude is not None and (exclude >= 0).any() else 0)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= available:
+        raise ValueError(f"k must be in [1, {available}] for a gallery of {num_gallery}, got {k}")
+    return query_values, gallery_values, exclude
 
 
 def nearest_neighbours(
@@ -166,38 +219,15 @@ def nearest_neighbours(
             exclude_self=exclude_self,
             exclude_indices=exclude_indices,
         )
-    query_values = _as_embeddings(queries, "queries")
-    gallery_values = query_values if gallery is None else _as_embeddings(gallery, "gallery")
-    num_queries, num_gallery = query_values.shape[0], gallery_values.shape[0]
-    if gallery_values.shape[1] != query_values.shape[1]:
-        raise ValueError(
-            f"queries have dimension {query_values.shape[1]} but gallery has dimension "
-            f"{gallery_values.shape[1]}"
-        )
     if block_size < 1 or gallery_block_size < 1:
         raise ValueError(
             f"block_size and gallery_block_size must be >= 1, got {block_size} and "
             f"{gallery_block_size}"
         )
-
-    if exclude_indices is not None:
-        exclude = np.asarray(exclude_indices)
-        if exclude.shape != (num_queries,) or not np.issubdtype(exclude.dtype, np.integer):
-            raise ValueError(
-                f"exclude_indices must be an integer array of shape ({num_queries},), got "
-                f"{exclude.dtype} {exclude.shape}"
-            )
-        if exclude.size and (exclude.min() < -1 or exclude.max() >= num_gallery):
-            raise ValueError(f"exclude_indices must lie in [-1, {num_gallery}), got {exclude}")
-        exclude = exclude.astype(np.int64)
-    elif gallery is None and exclude_self:
-        exclude = np.arange(num_queries, dtype=np.int64)
-    else:
-        exclude = None
-
-    available = num_gallery - (1 if exclude is not None and (exclude >= 0).any() else 0)
-    if not 1 <= k <= available:
-        raise ValueError(f"k must be in [1, {available}] for a gallery of {num_gallery}, got {k}")
+    query_values, gallery_values, exclude = search_inputs(
+        queries, gallery, k=k, exclude_self=exclude_self, exclude_indices=exclude_indices
+    )
+    num_queries, num_gallery = query_values.shape[0], gallery_values.shape[0]
 
     query_sq = np.einsum("ij,ij->i", query_values, query_values)
     gallery_sq = np.einsum("ij,ij->i", gallery_values, gallery_values)
@@ -297,14 +327,14 @@ def _retrieval_matches(
         ValueError: On malformed inputs, when no query has a relevant item in the gallery, or
             when min_k exceeds the number of gallery items a query can return.
     """
-    gallery = _as_embeddings(embeddings, "embeddings")
+    gallery = as_embeddings(embeddings, "embeddings")
     gallery_labels = _labels(labels, gallery.shape[0], "labels")
     if (query_embeddings is None) != (query_labels is None):
         raise ValueError("query_embeddings and query_labels must be given together")
     if query_embeddings is None:
         queries, labels_q = gallery, gallery_labels
     else:
-        queries = _as_embeddings(query_embeddings, "query_embeddings")
+        queries = as_embeddings(query_embeddings, "query_embeddings")
         labels_q = _labels(query_labels, queries.shape[0], "query_labels")
 
     classes, counts = np.unique(gallery_labels, return_counts=True)

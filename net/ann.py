@@ -21,6 +21,8 @@ from types import ModuleType
 
 import numpy as np
 
+from net.analysis import as_embeddings, search_inputs
+
 #: Index types of :func:`faiss_nearest_neighbours`.
 INDEX_TYPES = ("flat", "ivf")
 
@@ -59,22 +61,6 @@ def default_nlist(num_gallery: int) -> int:
     return max(1, min(round(4.0 * math.sqrt(num_gallery)), num_gallery // _MIN_POINTS_PER_CELL))
 
 
-def _embeddings(array: np.ndarray, name: str) -> np.ndarray:
-    """Validates (N, D) finite embeddings and returns them as C-contiguous float32.
-
-    Raises:
-        ValueError: If the array is not two-dimensional, is empty or holds NaN or infinity.
-    """
-    values = np.asarray(array)
-    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (N, D) with N, D >= 1, got {values.shape}")
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
-        raise ValueError(f"{name} contains NaN or infinite values (first in row {bad})")
-    return values
-
-
 def build_index(
     gallery: np.ndarray,
     *,
@@ -101,7 +87,7 @@ def build_index(
     """
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
-    gallery = _embeddings(gallery, "gallery")
+    gallery = as_embeddings(gallery, "gallery")
     faiss = import_faiss()
     num_gallery, dim = gallery.shape
     if index_type == "flat":
@@ -164,32 +150,11 @@ def faiss_nearest_neighbours(
             query (raise ``nprobe``).
         ImportError: If FAISS is not installed.
     """
-    query_values = _embeddings(queries, "queries")
-    gallery_values = query_values if gallery is None else _embeddings(gallery, "gallery")
-    num_queries, num_gallery = query_values.shape[0], gallery_values.shape[0]
-    if gallery_values.shape[1] != query_values.shape[1]:
-        raise ValueError(
-            f"queries have dimension {query_values.shape[1]} but gallery has dimension "
-            f"{gallery_values.shape[1]}"
-        )
-    if exclude_indices is not None:
-        exclude = np.asarray(exclude_indices)
-        if exclude.shape != (num_queries,) or not np.issubdtype(exclude.dtype, np.integer):
-            raise ValueError(
-                f"exclude_indices must be an integer array of shape ({num_queries},), got "
-                f"{exclude.dtype} {exclude.shape}"
-            )
-        if exclude.size and (exclude.min() < -1 or exclude.max() >= num_gallery):
-            raise ValueError(f"exclude_indices must lie in [-1, {num_gallery}), got {exclude}")
-        exclude = exclude.astype(np.int64)
-    elif gallery is None and exclude_self:
-        exclude = np.arange(num_queries, dtype=np.int64)
-    else:
-        exclude = None
+    query_values, gallery_values, exclude = search_inputs(
+        queries, gallery, k=k, exclude_self=exclude_self, exclude_indices=exclude_indices
+    )
+    num_gallery = gallery_values.shape[0]
     excluding = exclude is not None and bool((exclude >= 0).any())
-    available = num_gallery - int(excluding)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= available:
-        raise ValueError(f"k must be in [1, {available}] for a gallery of {num_gallery}, got {k}")
     k = int(k)
 
     if index is None:
