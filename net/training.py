@@ -213,7 +213,7 @@ def fit(
     fit_function = (
         functools.partial(_fit_multi_worker, model)
         if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        else model.fit
+        else functools.partial(model.fit, shuffle=False)  # the sampler already shuffles
     )
     history = fit_function(
         dataset,
