@@ -7,7 +7,6 @@ library (:mod:`net.data`, :mod:`net.pipeline`, :mod:`net.model`, :mod:`net.losse
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 
 from net import analysis, data, losses, model, pipeline, training
 from net.callbacks import atomic_write_text
-from net.config import Config, DataConfig, ModelConfig, config_from_dict
+from net.config import Config, DataConfig, ModelConfig
 
 #: The validation metric that selects the best model and drives early stopping and plateaus.
 VALIDATION_MONITOR = "map@r"
@@ -304,17 +303,6 @@ def _check_same_config(config: Config, run_dir: Path) -> None:
                 f"{', '.join(changed)}); use a new run directory or the same configuration"
             )
     atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
-
-
-def run_config(run_dir: str | os.PathLike) -> Config:
-    """The configuration a run directory was trained with."""
-    path = Path(run_dir) / "config.yaml"
-    return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
-
-
-def replace_data(config: Config, **changes: Any) -> Config:
-    """A copy of ``config`` with some data settings changed."""
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **changes))
 
 
 class ModelFileError(ValueError):

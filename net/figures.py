@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from net import analysis, experiment, pipeline, visualize
 from net.config import Config
@@ -91,9 +92,11 @@ def rankings_on_batches(
     pngs = []
     for number, start in enumerate(sorted(starts), start=1):
         indices = np.arange(start, min(start + batch, len(test)))
-        records = test.subset(indices)
         images = _images(test, indices, config)
-        embeddings, labels = experiment.embed(model, records, config.data, progress=False)
+        # Embed the images already loaded rather than reading the batch a second time.
+        embeddings, labels = analysis.compute_embeddings(
+            model, tf.data.Dataset.from_tensors((images, test.labels[indices])), progress=False
+        )
         query = int(rng.integers(len(indices)))
         k = min(top_k, len(indices) - 1)
         neighbours, distances = analysis.nearest_neighbours(
