@@ -13,6 +13,8 @@ import csv
 import html
 import math
 import os
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,13 +51,61 @@ def _to_display(image: np.ndarray, name: str) -> np.ndarray:
     return np.clip(values.astype(np.float32), 0.0, 255.0) / 255.0
 
 
+def class_text(label: object, class_names: Sequence[str] | None) -> str:
+    """The data set's own name of a class: its number counted from 1 and its name.
+
+    Labels count classes from 0 in the order of ``class_names``; data sets number them from 1
+    (Cars196's annotation files, the sorted class folders of a folder data set), so label 15
+    named "animals/fish" reads "16: animals/fish". A class whose name is itself an integer (a
+    CSV manifest with integer labels) is shown by that integer alone.
+
+    Args:
+        label: an integer label, or any other value (shown as it is).
+        class_names: names indexed by label, or ``None``.
+    """
+    if class_names is None or not isinstance(label, (int, np.integer)):
+        return str(label)
+    if not 0 <= int(label) < len(class_names):
+        return str(label)
+    name = str(class_names[int(label)])
+    if re.fullmatch(r"[+-]?\d+", name):
+        return name
+    return f"{int(label) + 1}: {name}"
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """Cuts the middle of a text longer than ``width``, keeping its start and its end.
+
+    Class names often share a prefix ("animals/mammals/cat", "animals/mammals/dog"), so cutting
+    the end would make them identical; the end is what tells them apart.
+    """
+    if len(text) <= width:
+        return text
+    if width < 3:
+        return text[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "\u2026" + text[len(text) - tail :]
+
+
+def wrap_label(text: str, width: int, lines: int = 2) -> str:
+    """Wraps a label onto at most ``lines`` lines of ``width`` characters.
+
+    The middle is cut when the text does not fit (see :func:`shorten_middle`).
+    """
+    text = shorten_middle(text, width * lines)
+    wrapped = textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+    if len(wrapped) > lines:  # Wrapping at spaces wasted room: cut at exact widths instead.
+        wrapped = [text[i : i + width] for i in range(0, len(text), width)]
+    return "\n".join(wrapped)
+
+
 def _label_text(label: object, class_names: Sequence[str] | None, width: int = 22) -> str:
-    """Returns the class name of an integer label (or the label itself), shortened to width."""
-    text = str(label)
-    if class_names is not None and isinstance(label, (int, np.integer)):
-        if 0 <= int(label) < len(class_names):
-            text = f"{int(label)}: {class_names[int(label)]}"
-    return text if len(text) <= width else text[: width - 1] + "\u2026"
+    """The caption of a label: the data set's class number and name on two wrapped lines.
+
+    Lines hold ``width`` characters; the middle is cut if the text is still too long.
+    """
+    return wrap_label(class_text(label, class_names), width)
 
 
 def _save(figure: Figure, path: PathLike) -> Path:
@@ -108,7 +158,7 @@ def plot_image_grid(
         raise ValueError(f"columns must be >= 1, got {columns}")
     columns = min(columns, count)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(1.9 * columns, 2.1 * rows + (0.4 if title else 0.0)))
+    figure = Figure(figsize=(1.9 * columns, 2.3 * rows + (0.4 if title else 0.0)))
     grid = figure.subplots(rows, columns, squeeze=False)
     for position, axes in enumerate(grid.ravel()):
         axes.set_axis_off()
@@ -171,7 +221,7 @@ def plot_rankings(
         if not len(ranked_images[row]) == len(ranked_labels[row]) == len(ranked_distances[row]):
             raise ValueError(f"row {row}: ranked images, labels and distances differ in length")
 
-    figure = Figure(figsize=(1.7 * (num_ranked + 1), 2.0 * num_queries + (0.4 if title else 0)))
+    figure = Figure(figsize=(1.7 * (num_ranked + 1), 2.3 * num_queries + (0.4 if title else 0)))
     grid = figure.subplots(num_queries, num_ranked + 1, squeeze=False)
     for row in range(num_queries):
         query_axes = grid[row, 0]

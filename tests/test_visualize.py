@@ -151,3 +151,39 @@ def test_html_report_rejects_missing_or_unsupported_images(tmp_path):
     gif.write_bytes(b"GIF89a")
     with pytest.raises(ValueError, match="x.gif"):
         visualize.write_html_report("t", [("s", [gif])], tmp_path / "r.html")
+
+
+def test_class_text_shows_the_data_sets_own_numbering():
+    """Label 15 is the data set's 16th class (Cars196 and folder data sets count from 1); a
+    class named by an integer (a CSV manifest's own ids) is shown by that id."""
+    names = [f"class{i}" for i in range(15)] + ["animals/fish"]
+    assert visualize.class_text(15, names) == "16: animals/fish"
+    assert visualize.class_text(np.int64(0), names) == "1: class0"
+    assert visualize.class_text(1, ["7", "42"]) == "42"
+    assert visualize.class_text("cat", names) == "cat"
+    assert visualize.class_text(99, names) == "99"  # Outside the names: the label itself.
+    assert visualize.class_text(3, None) == "3"
+
+
+def test_labels_keep_names_with_a_shared_prefix_apart():
+    """Cutting the end turned four classes into "animals/mamma…"; the middle is cut instead and
+    the text wraps onto two lines, so every label stays different and within its width."""
+    names = [
+        "animals/mammals/marine/whale_blue",
+        "animals/mammals/marine/whale_humpback",
+        "animals/mammals/marine/dolphin_bottlenose",
+        "animals/mammals/marine/dolphin_spinner",
+    ]
+    texts = [visualize._label_text(label, names, width=18) for label in range(4)]
+    assert len(set(texts)) == 4
+    for label, text in enumerate(texts):
+        lines = text.split("\n")
+        assert len(lines) <= 2 and all(len(line) <= 18 for line in lines)
+        assert text.replace("\n", "").startswith(f"{label + 1}: animals")
+        assert text.replace("\n", "").endswith(names[label][-5:])
+    short = visualize._label_text(0, ["car"], width=18)
+    assert short == "1: car"
+    assert visualize.shorten_middle("abcdefghij", 5) == "ab\u2026ij"
+    # Wrapped at spaces when that fits on two lines, else at exact widths: nothing is lost.
+    assert visualize.wrap_label("1: Audi S5 Convertible", 12) == "1: Audi S5\nConvertible"
+    assert visualize.wrap_label("Audi S5 Convertible 2012", 12) == "Audi S5 Conv\nertible 2012"
