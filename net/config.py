@@ -34,8 +34,10 @@ class DataConfig:
     """Where the data set lives and how batches are formed.
 
     Attributes:
-        layout: ``cars196`` (either official layout, detected), ``image_folder`` (one folder per
-            class) or ``csv`` (a manifest ``path,label[,x1,y1,x2,y2]``).
+        layout: ``cars196`` (either official layout, detected), ``cub200``, ``sop``,
+            ``inshop`` (CUB-200-2011, Stanford Online Products, In-shop Clothes in their
+            official layouts), ``image_folder`` (one folder per class), ``csv`` (a manifest
+            ``path,label[,x1,y1,x2,y2]``) or ``auto`` (detected from the files under ``root``).
         root: data set folder (for ``csv``: the manifest file). Relative paths are taken from the
             configuration file's folder.
         num_train_classes: classes (in label order) used for training; the rest are the test
@@ -56,7 +58,7 @@ class DataConfig:
             of each file's header and end marker.
     """
 
-    layout: Literal["cars196", "image_folder", "csv"]
+    layout: Literal["auto", "cars196", "cub200", "sop", "inshop", "image_folder", "csv"]
     root: str
     num_train_classes: int | None
     num_val_classes: int

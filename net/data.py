@@ -3,8 +3,10 @@
 A data set is a :class:`Records`: parallel NumPy arrays of absolute image paths, 0-based integer
 labels and bounding boxes, plus the class names. Readers exist for Stanford Cars196 in both of
 its published layouts, for a folder-per-class layout and for a CSV manifest, so a new data set
-needs no code. :func:`metric_learning_split` applies the metric-learning protocol (train and test
-classes disjoint, an optional validation split held out of the training classes), and
+needs no code; :mod:`net.layouts` reads CUB-200-2011, Stanford Online Products and In-shop
+Clothes in their official layouts. :func:`metric_learning_split` applies the metric-learning
+protocol (train and test classes disjoint, an optional validation split held out of the
+training classes), and
 :func:`validate_records` finds missing, empty, truncated or undecodable images, bounding boxes
 outside their image and classes with a single image before training starts, reporting all of
 them in one :class:`DataError`.
@@ -37,8 +39,12 @@ NO_BOX = (-1, -1, -1, -1)
 #: File name suffixes read by :func:`read_image_folder` (formats ``tf.io.decode_image`` reads).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-#: Data set layouts understood by :func:`read_dataset`.
-LAYOUTS = ("cars196", "image_folder", "csv")
+#: Data set layouts understood by :func:`read_dataset` (``auto`` detects the others).
+LAYOUTS = ("auto", "cars196", "cub200", "sop", "inshop", "image_folder", "csv")
+
+#: Values of :attr:`Records.roles`: an image is a query and a gallery item at once (the
+#: standard protocol), only a query, or only a gallery item (In-shop's test split).
+ROLE_BOTH, ROLE_QUERY, ROLE_GALLERY = 0, 1, 2
 
 
 class DataError(ValueError):
@@ -56,12 +62,15 @@ class Records:
         bboxes: (N, 4) int64, 0-based half-open ``[x1, y1, x2, y2)`` pixel boxes; a row of
             ``-1`` means the whole image.
         class_names: names of all classes of the whole data set, indexed by label.
+        roles: (N,) int8, each image's part in retrieval evaluation: :data:`ROLE_BOTH` (query
+            and gallery at once; the default), :data:`ROLE_QUERY` or :data:`ROLE_GALLERY`.
     """
 
     paths: np.ndarray
     labels: np.ndarray
     bboxes: np.ndarray
     class_names: tuple[str, ...]
+    roles: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Normalises dtypes and checks that the arrays line up.
@@ -76,6 +85,13 @@ class Records:
         if bboxes.size == 0:
             bboxes = bboxes.reshape(0, 4)
         names = tuple(str(name) for name in self.class_names)
+        roles = np.zeros(len(paths), np.int8) if self.roles is None else self.roles
+        roles = np.asarray(roles, dtype=np.int8).reshape(-1)
+        if len(roles) != len(paths) or not np.isin(roles, (0, 1, 2)).all():
+            raise ValueError(
+                f"Records.roles must hold one of 0, 1, 2 per record ({len(paths)}), got "
+                f"{len(roles)} values"
+            )
         if bboxes.ndim != 2 or bboxes.shape[1] != 4:
             raise ValueError(f"Records.bboxes must have shape (N, 4), got {bboxes.shape}")
         if not len(paths) == len(labels) == len(bboxes):
@@ -92,6 +108,7 @@ class Records:
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "bboxes", bboxes)
         object.__setattr__(self, "class_names", names)
+        object.__setattr__(self, "roles", roles)
 
     def __len__(self) -> int:
         """Returns the number of images."""
@@ -106,6 +123,19 @@ class Records:
     def num_classes(self) -> int:
         """The number of distinct labels present in these records."""
         return len(self.classes)
+
+    @property
+    def has_query_gallery(self) -> bool:
+        """True when some images are only queries or only gallery items (In-shop's test)."""
+        return bool((self.roles != ROLE_BOTH).any())
+
+    def queries(self) -> Records:
+        """The records searched with: every image but the gallery-only ones."""
+        return self.subset(self.roles != ROLE_GALLERY)
+
+    def gallery(self) -> Records:
+        """The records searched in: every image but the query-only ones."""
+        return self.subset(self.roles != ROLE_QUERY)
 
     def subset(self, mask_or_indices: np.ndarray | Sequence[int] | Sequence[bool]) -> Records:
         """Returns the records selected by a boolean mask or an array of indices.
@@ -132,6 +162,7 @@ class Records:
             labels=self.labels[selection],
             bboxes=self.bboxes[selection],
             class_names=self.class_names,
+            roles=self.roles[selection],
         )
 
 
@@ -498,13 +529,15 @@ def read_dataset(
     """Reads a data set by layout name (as written in the configuration) and checks it.
 
     Args:
-        layout: ``"cars196"`` (``root`` is the Cars196 folder, see :func:`read_cars196`),
-            ``"image_folder"`` (see :func:`read_image_folder`) or ``"csv"`` (``root`` is the CSV
-            file, or a folder holding ``manifest.csv``; see :func:`read_csv_manifest`).
+        layout: ``"auto"`` (detected, see :func:`net.layouts.detect_layout`), ``"cars196"``
+            (``root`` is the Cars196 folder, see :func:`read_cars196`), ``"cub200"``,
+            ``"sop"``, ``"inshop"`` (official layouts, see :mod:`net.layouts`),
+            ``"image_folder"`` (see :func:`read_image_folder`) or ``"csv"`` (``root`` is the
+            CSV file, or a folder holding ``manifest.csv``; see :func:`read_csv_manifest`).
         root: where the data set lives.
         cars196_layout: ``"auto"``, ``"annos"`` or ``"devkit"``, for ``layout="cars196"``.
         validate: run :func:`validate_records` on the result.
-        skip_bad: passed to :func:`validate_records`.
+        skip_bad: drop bad images and annotation lines (see :func:`validate_records`).
         full_decode: passed to :func:`validate_records`.
 
     Returns:
@@ -512,10 +545,18 @@ def read_dataset(
 
     Raises:
         ValueError: for an unknown layout.
-        DataError: for unreadable annotations or (when validating) bad images.
+        DataError: for unreadable annotations, or bad annotation lines or (when validating)
+            bad images, all listed in one message (unless ``skip_bad``).
     """
+    from net import layouts  # The text-file readers build on this module.
+
+    if layout == "auto":
+        layout = layouts.detect_layout(root)
+    problems: list[str] = []
     if layout == "cars196":
         records = read_cars196(root, layout=cars196_layout)
+    elif layout in layouts.READERS:
+        records, problems = layouts.READERS[layout](root)
     elif layout == "image_folder":
         records = read_image_folder(root)
     elif layout == "csv":
@@ -524,8 +565,11 @@ def read_dataset(
     else:
         raise ValueError(f"Unknown data set layout {layout!r}; use one of {LAYOUTS}")
     if not validate:
+        report_problems(problems, [], total=len(records), skip_bad=skip_bad)
         return records
-    return validate_records(records, skip_bad=skip_bad, full_decode=full_decode)
+    return validate_records(
+        records, skip_bad=skip_bad, full_decode=full_decode, annotation_problems=problems
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,6 +709,7 @@ def validate_records(
     full_decode: bool = False,
     bbox_tolerance: int = 2,
     num_threads: int = 16,
+    annotation_problems: Sequence[str] = (),
 ) -> Records:
     """Checks a data set up front, so training never stops mid-epoch on a bad file.
 
@@ -688,6 +733,8 @@ def validate_records(
         full_decode: decode every image completely instead of the header and tail check.
         bbox_tolerance: pixels a box may extend beyond the image.
         num_threads: threads reading files in parallel (helps on network disks).
+        annotation_problems: problems the reader found in the annotation files (one line
+            each, records already dropped), reported in the same message.
 
     Returns:
         ``records`` itself when nothing is wrong, else (with ``skip_bad``) the good records.
@@ -715,17 +762,47 @@ def validate_records(
             f"only image of class {records.class_names[label]!r} (label {label}): a class needs "
             "at least two images"
         )
+    lines = [f"{records.paths[i]}: {problems[i]}" for i in sorted(problems)]
+    report_problems(annotation_problems, lines, total=len(records), skip_bad=skip_bad)
     if not problems:
         return records
-    lines = [f"  {records.paths[i]}: {problems[i]}" for i in sorted(problems)]
-    summary = f"{len(problems)} of {len(records)} images are unusable:\n" + "\n".join(lines)
+    keep = np.ones(len(records), dtype=bool)
+    keep[list(problems)] = False
+    if not keep.any():
+        raise DataError("Every image was skipped")
+    return records.subset(keep)
+
+
+def report_problems(
+    annotation_problems: Sequence[str], image_problems: Sequence[str], *, total: int, skip_bad: bool
+) -> None:
+    """Raises one :class:`DataError` listing every problem, or (``skip_bad``) logs it.
+
+    Args:
+        annotation_problems: one line per bad annotation line (its record already dropped).
+        image_problems: one line per unusable image.
+        total: the number of usable records before the image checks.
+        skip_bad: log a warning that says how many were skipped instead of raising.
+
+    Raises:
+        DataError: there are problems and ``skip_bad`` is false.
+    """
+    if not annotation_problems and not image_problems:
+        return
+    parts = []
+    if annotation_problems:
+        parts.append(
+            f"{len(annotation_problems)} problem(s) in the annotation files:\n"
+            + "\n".join(f"  {line}" for line in annotation_problems)
+        )
+    if image_problems:
+        parts.append(
+            f"{len(image_problems)} of {total} images are unusable:\n"
+            + "\n".join(f"  {line}" for line in image_problems)
+        )
+    summary = "\n".join(parts)
     if not skip_bad:
         raise DataError(
             summary + "\nFix or remove them, or set skip_bad to drop them and continue."
         )
     logger.warning("Skipped %s", summary)
-    keep = np.ones(len(records), dtype=bool)
-    keep[list(problems)] = False
-    if not keep.any():
-        raise DataError("Every image was skipped:\n" + summary)
-    return records.subset(keep)
