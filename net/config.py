@@ -4,8 +4,10 @@
 library functions receive their explicit arguments, never the raw dictionary.
 
 A configuration file holds the full setup at its top level and, optionally, named ``profiles``:
-partial overlays merged over the top level (``load_config(path, profile="demo")``). Every error
-(an unknown key, a missing key, a wrong type, an impossible value) raises one :class:`ConfigError`
+partial overlays merged over the top level (``load_config(path, profile="demo")``). Command-line
+overrides (``--set model.descriptors=SMG``: a dotted key and a YAML value) are applied after the
+profile (``load_config(path, profile, overrides=["model.descriptors=SMG"])``). Every error (an
+unknown key, a missing key, a wrong type, an impossible value) raises one :class:`ConfigError`
 whose message names the file and the dotted key.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -216,15 +219,21 @@ class Config:
         return data
 
 
-def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike,
+    profile: str | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> Config:
     """Reads, merges and validates a configuration file.
 
-    Relative data and output paths are resolved against the configuration file's folder, so a
-    run behaves the same from any working directory.
+    Relative data and output paths (also those given as overrides) are resolved against the
+    configuration file's folder, so a run behaves the same from any working directory.
 
     Args:
         path: the YAML file.
         profile: name of an overlay under the file's ``profiles`` key, or ``None``.
+        overrides: ``KEY=VALUE`` strings (see :func:`parse_override`), applied in order after
+            the profile.
 
     Returns:
         The validated configuration.
@@ -252,7 +261,12 @@ def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(f"{path}: unknown profile {profile!r} (profiles: {known})")
         raw = _merge(raw, profiles[profile], f"{path}: profiles.{profile}")
+    for override in overrides:
+        key, value = parse_override(override)
+        raw = apply_override(raw, key, value, source=f"{path}: --set {override}")
     source = f"{path}" + (f" (profile {profile})" if profile else "")
+    if overrides:
+        source += " with --set " + " ".join(overrides)
     config = config_from_dict(raw, source=source)
     base = path.resolve().parent
     data = dataclasses.replace(config.data, root=str(_resolve(base, config.data.root)))
@@ -281,6 +295,98 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     config = dataclasses.replace(config, source=source)
     _check_values(config, source)
     return config
+
+
+#: A YAML 1.2 float that YAML 1.1 (PyYAML) reads as a string: ``1e-3`` (no dot).
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_value(text: str, key: str = "value") -> Any:
+    """A value of an override, read as YAML (``5``, ``1e-3``, ``null``, ``[1, 2]``, ``SMG``).
+
+    Unlike PyYAML, ``1e-3`` (an exponent without a dot) is a number, as in YAML 1.2.
+
+    Raises:
+        ConfigError: the text is not valid YAML; the message names ``key``.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise ConfigError(f"--set {key}={text}: not a valid YAML value ({problem})") from error
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Splits ``KEY=VALUE`` into the dotted key and the YAML value.
+
+    Args:
+        text: e.g. ``"training.epochs=5"`` or ``"loss.params={margin: 0.2}"``.
+
+    Returns:
+        ``(key, value)``, e.g. ``("training.epochs", 5)``.
+
+    Raises:
+        ConfigError: no ``=``, an empty or malformed key, an empty or invalid value.
+    """
+    key, equals, value = text.partition("=")
+    key = key.strip()
+    if not equals:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. training.epochs=5")
+    if not _DOTTED_KEY.fullmatch(key):
+        raise ConfigError(f"--set {text}: {key!r} is not a dotted key like training.epochs")
+    if not value.strip():
+        raise ConfigError(f"--set {text}: empty value for {key} (write null for none)")
+    return key, parse_value(value, key)
+
+
+def apply_override(raw: dict[str, Any], key: str, value: Any, source: str = "--set") -> dict:
+    """Sets one dotted key of a raw configuration (a copy; the input is left unchanged).
+
+    Keys are checked against the configuration's structure: a section or key that the
+    configuration does not have is an error naming the key, as in a file. Below free-form
+    mappings (``loss.params``) any key may be set. A mapping value replaces the key's whole
+    value, like a value written in the file; set single keys to keep their neighbours.
+
+    Args:
+        raw: the configuration as nested dictionaries (file and profile merged).
+        key: the dotted key, e.g. ``"training.schedule.kind"``.
+        value: the new value (already parsed).
+        source: how error messages name where the override came from.
+
+    Returns:
+        The updated configuration.
+
+    Raises:
+        ConfigError: the key does not exist in the configuration's structure.
+    """
+    parts = key.split(".")
+    merged = copy.deepcopy(raw)
+    node: dict[str, Any] = merged
+    schema: Any = Config
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[:depth])
+        if dataclasses.is_dataclass(schema):
+            names = [f.name for f in dataclasses.fields(schema) if f.name != "source"]
+            if part not in names:
+                where = prefix or "top level"
+                raise ConfigError(
+                    f"{source}: unknown key {key} (valid keys under {where}: {', '.join(names)})"
+                )
+            schema = typing.get_type_hints(schema)[part]
+        elif typing.get_origin(schema) is not dict:
+            raise ConfigError(f"{source}: {prefix} is a value, not a section; cannot set {key}")
+        if depth == len(parts) - 1:
+            node[part] = copy.deepcopy(value)
+        else:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+    return merged
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -2,33 +2,36 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, fail, load
+from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
 
 
 @task(
+    iterable=["set_"],
     help={
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
+        "set_": SET_HELP,
         "model_path": "a saved .keras model or a run directory (its best.keras); several, "
         "comma-separated, are compared in one table",
         "split": "the split to evaluate on: test (default), val or train",
         "queries": "CSV manifest of a separate query set (In-shop style); needs --gallery",
         "gallery": "CSV manifest of the gallery searched by --queries",
         "output_path": "JSON file to write (default: analysis.json beside the first model)",
-    }
+    },
 )
 def analyze_model_performance(
     c,
     model_path,
     config_path="config.yaml",
     profile=None,
+    set_=None,
     split="test",
     queries=None,
     gallery=None,
     output_path=None,
 ):
     """Recall@K, Precision@1, R-Precision and MAP@R of saved models on a split."""
-    config = load(config_path, profile)
+    config = load(config_path, profile, set_)
     from pathlib import Path
 
     from net import analysis, experiment

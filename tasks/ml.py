@@ -2,20 +2,22 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, fail, load
+from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
 
 
 @task(
+    iterable=["set_"],
     help={
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
+        "set_": SET_HELP,
         "run_dir": "run directory; an interrupted run given here resumes (default: a new one "
         "under output.root)",
-    }
+    },
 )
-def train(c, config_path="config.yaml", profile=None, run_dir=None):
+def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     """Train the configured model; writes models, logs and test metrics to the run directory."""
-    config = load(config_path, profile)
+    config = load(config_path, profile, set_)
     from net import experiment
     from net.data import DataError
     from net.training import TrainingDivergedError

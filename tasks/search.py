@@ -2,13 +2,13 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, fail, load
+from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
 
 DEFAULT_CONFIG = "config.yaml"
 DEFAULT_INDEX_NAME = ".cgd_index.npz"
 
 
-def _config(config_path, profile):
+def _config(config_path, profile, set_):
     """The configuration, or None when the default file is absent (search needs no data set)."""
     from pathlib import Path
 
@@ -29,6 +29,7 @@ def _positive_int(name, value):
 
 
 @task(
+    iterable=["set_"],
     help={
         "model_path": "a saved .keras model or a run directory (its best.keras)",
         "images": "folder of images to index, searched recursively (jpg, jpeg, png, bmp)",
@@ -42,7 +43,8 @@ def _positive_int(name, value):
         "(also on when the configuration sets data.skip_bad_images)",
         "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
         "profile": PROFILE_HELP,
-    }
+        "set_": SET_HELP,
+    },
 )
 def index(
     c,
@@ -55,9 +57,10 @@ def index(
     skip_bad=False,
     config_path=DEFAULT_CONFIG,
     profile=None,
+    set_=None,
 ):
     """Embed every image below a folder with a trained model and save the search index."""
-    config = _config(config_path, profile)
+    config = _config(config_path, profile, set_)
     from pathlib import Path
 
     from net import search
@@ -91,6 +94,7 @@ def index(
 
 
 @task(
+    iterable=["set_"],
     help={
         "index": "index file written by search.index",
         "image": "the query image",
@@ -101,7 +105,8 @@ def index(
         "runs/search/ without a configuration)",
         "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
         "profile": PROFILE_HELP,
-    }
+        "set_": SET_HELP,
+    },
 )
 def query(
     c,
@@ -112,9 +117,10 @@ def query(
     output_path=None,
     config_path=DEFAULT_CONFIG,
     profile=None,
+    set_=None,
 ):
     """Print the indexed images nearest to a query image and draw them in a figure."""
-    config = _config(config_path, profile)
+    config = _config(config_path, profile, set_)
     from pathlib import Path
 
     from net import search

@@ -2,7 +2,7 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, load
+from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, load
 
 MODEL_HELP = "a saved .keras model or a run directory (its best.keras)"
 OUTPUT_HELP = "output folder (default: <output.root>/figures)"
@@ -17,17 +17,21 @@ def _output_dir(config, output_dir):
 
 
 @task(
+    iterable=["set_"],
     help={
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
+        "set_": SET_HELP,
         "batches": "number of training batches to draw",
         "output_dir": OUTPUT_HELP,
         "seed": "seed of the batch sampling and augmentation",
-    }
+    },
 )
-def visualize_data(c, config_path="config.yaml", profile=None, batches=2, output_dir=None, seed=0):
+def visualize_data(
+    c, config_path="config.yaml", profile=None, batches=2, output_dir=None, seed=0, set_=None
+):
     """Grids of training batches as the pipeline delivers them (augmented), with labels."""
-    config = load(config_path, profile)
+    config = load(config_path, profile, set_)
     from net import figures
 
     out = _output_dir(config, output_dir)
@@ -36,20 +40,29 @@ def visualize_data(c, config_path="config.yaml", profile=None, batches=2, output
 
 
 @task(
+    iterable=["set_"],
     help={
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
+        "set_": SET_HELP,
         "model_path": MODEL_HELP,
         "batches": "number of evaluation batches",
         "output_dir": OUTPUT_HELP,
         "seed": "seed of the query choice",
-    }
+    },
 )
 def visualize_predictions_on_batches(
-    c, model_path, config_path="config.yaml", profile=None, batches=3, output_dir=None, seed=0
+    c,
+    model_path,
+    config_path="config.yaml",
+    profile=None,
+    batches=3,
+    output_dir=None,
+    seed=0,
+    set_=None,
 ):
     """For a random query in each of a few test batches, that batch ranked by distance."""
-    config = load(config_path, profile)
+    config = load(config_path, profile, set_)
     from net import figures
 
     out = _output_dir(config, output_dir)
@@ -60,28 +73,31 @@ def visualize_predictions_on_batches(
 
 
 @task(
+    iterable=["set_"],
     help={
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
+        "set_": SET_HELP,
         "model_path": MODEL_HELP,
         "queries": "number of random queries",
         "top_k": "neighbours shown per query",
         "output_dir": OUTPUT_HELP,
         "seed": "seed of the query choice",
-    }
+    },
 )
 def visualize_predictions_on_dataset(
     c,
     model_path,
     config_path="config.yaml",
     profile=None,
+    set_=None,
     queries=8,
     top_k=8,
     output_dir=None,
     seed=0,
 ):
     """For random test queries, their top matches across the whole test set."""
-    config = load(config_path, profile)
+    config = load(config_path, profile, set_)
     from net import figures
 
     out = _output_dir(config, output_dir)
@@ -92,20 +108,24 @@ def visualize_predictions_on_dataset(
 
 
 @task(
+    iterable=["set_"],
     help={
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
+        "set_": SET_HELP,
         "run_dir": "the run directory (default: the newest run under output.root)",
         "output_dir": "output folder (default: the run directory)",
-    }
+    },
 )
-def visualize_training(c, config_path="config.yaml", profile=None, run_dir=None, output_dir=None):
+def visualize_training(
+    c, config_path="config.yaml", profile=None, run_dir=None, output_dir=None, set_=None
+):
     """Training curves (losses, validation Recall@1, learning rate) from a run's CSV log."""
     from pathlib import Path
 
     from net import experiment, figures
 
     if run_dir is None:
-        run_dir = experiment.latest_run_dir(load(config_path, profile).output.root)
+        run_dir = experiment.latest_run_dir(load(config_path, profile, set_).output.root)
     page = figures.training_curves(Path(run_dir), Path(output_dir) if output_dir else None)
     print(f"Wrote {page}")

@@ -1,11 +1,12 @@
 """Configuration loading: the shipped file, profiles, and one message per kind of mistake."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from net.config import ConfigError, load_config
+from net.config import ConfigError, apply_override, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,3 +107,111 @@ def test_profile_errors_name_the_profile(tmp_path):
     load_config(path)  # the full setup is still valid
     with pytest.raises(ConfigError, match=r"\(profile demo\): model.embedding_dim: 101"):
         load_config(path, profile="demo")
+
+
+# --- Command-line overrides (--set KEY=VALUE) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("training.epochs=5", ("training.epochs", 5)),
+        ("model.descriptors=SMG", ("model.descriptors", "SMG")),
+        ("model.weights=null", ("model.weights", None)),
+        ("data.augment=false", ("data.augment", False)),
+        # PyYAML reads 1e-3 (no dot) as a string; overrides read it as YAML 1.2 does.
+        ("training.learning_rate=1e-3", ("training.learning_rate", 0.001)),
+        ("training.learning_rate=2.5E+2", ("training.learning_rate", 250.0)),
+        ("evaluation.ks=[1, 5]", ("evaluation.ks", [1, 5])),
+        ("loss.params={margin: null}", ("loss.params", {"margin": None})),
+        ("data.root=a=b", ("data.root", "a=b")),  # only the first '=' splits
+    ],
+)
+def test_override_is_a_dotted_key_and_a_yaml_value(text, expected):
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("training.epochs", "--set training.epochs: expected KEY=VALUE"),
+        ("=5", "'' is not a dotted key"),
+        ("training..epochs=5", "'training..epochs' is not a dotted key"),
+        ("training.epochs=", "empty value for training.epochs (write null for none)"),
+        ("evaluation.ks=[1, 2", "--set evaluation.ks=[1, 2: not a valid YAML value"),
+    ],
+)
+def test_malformed_overrides_name_the_option(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_override(text)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_apply_override_sets_one_key_and_keeps_its_neighbours():
+    raw = {"training": {"epochs": 3, "schedule": {"kind": "step", "factor": 0.1}}}
+    out = apply_override(raw, "training.schedule.kind", "constant")
+    assert out == {"training": {"epochs": 3, "schedule": {"kind": "constant", "factor": 0.1}}}
+    assert raw["training"]["schedule"]["kind"] == "step"  # the input is not changed
+    # Below a free-form mapping any key may be set, next to the others.
+    params = apply_override({"loss": {"params": {"margin": 0.1, "x": 1}}}, "loss.params.margin", 0)
+    assert params == {"loss": {"params": {"margin": 0, "x": 1}}}
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("model.descriptor", "unknown key model.descriptor (valid keys under model: "),
+        ("modle.descriptors", "unknown key modle.descriptors (valid keys under top level: "),
+        ("training.schedule.kinds", "unknown key training.schedule.kinds"),
+        ("training.epochs.x", "training.epochs is a value, not a section"),
+        ("source", "unknown key source"),
+    ],
+)
+def test_override_of_a_key_the_configuration_lacks_names_it(key, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        apply_override({}, key, 1)
+
+
+def test_overrides_apply_after_the_profile_and_are_validated_like_the_file(tmp_path):
+    config = load_config(
+        REPO / "config.yaml",
+        profile="demo",
+        overrides=["model.descriptors=SMG", "model.embedding_dim=96", "training.epochs=5",
+                   "data.image_size=96", "training.schedule.boundaries=[2, 4]",
+                   "training.learning_rate=1e-2"],
+    )  # fmt: skip
+    assert (config.model.descriptors, config.model.embedding_dim) == ("SMG", 96)
+    assert (config.training.epochs, config.data.image_size) == (5, 96)
+    assert config.training.schedule.boundaries == [2, 4]
+    assert config.training.learning_rate == 0.01
+    # The profile still applies where no override is given.
+    assert config.model.backbone == "small_cnn"
+    # The last of two overrides of one key wins.
+    twice = load_config(REPO / "config.yaml", overrides=["training.epochs=2", "training.epochs=7"])
+    assert twice.training.epochs == 7
+    # Relative paths resolve against the configuration file's folder, as in the file.
+    moved = load_config(REPO / "config.yaml", overrides=["data.root=elsewhere"])
+    assert Path(moved.data.root) == REPO / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.image_size=abc", "data.image_size: expected an integer, got 'abc'"),
+        ("model.embedding_dim=100", "model.embedding_dim: 100 is not divisible by the 3"),
+        ("data.crop=square", "data.crop: 'square' is not one of"),
+        ("training.epochs=0", "training.epochs: must be positive, got 0"),
+        ("loss.params.margin=-1", "loss.params (batch_hard_triplet)"),
+    ],
+)
+def test_bad_override_values_fail_like_the_file_naming_the_override(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            REPO / "config.yaml",
+            profile="demo",
+            overrides=["model.descriptors=SMG", "model.embedding_dim=96", override],
+        )
+    text = str(info.value)
+    assert text.startswith(f"{REPO / 'config.yaml'} (profile demo) with --set ")
+    assert override in text and message in text and "\n" not in text

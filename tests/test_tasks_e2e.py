@@ -44,7 +44,6 @@ def workspace(demo_dataset_root, tmp_path_factory):
     demo["model"]["embedding_dim"] = 32
     demo["training"].update(epochs=EPOCHS, steps_per_epoch=8, schedule={"boundaries": [3]})
     demo["output"]["root"] = str(root / "runs")
-    raw["evaluation"]["ks"] = [1, 2]
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
     run_dir = root / "runs" / "run"
@@ -52,6 +51,7 @@ def workspace(demo_dataset_root, tmp_path_factory):
     command = [
         sys.executable, "-m", "invoke", "--search-root", str(REPO), "ml.train",
         "--config-path", str(config), "--profile", "demo", "--run-dir", str(run_dir),
+        "--set", "evaluation.ks=[1, 2]", "--set", "model.descriptors=GS",
     ]  # fmt: skip
     # Kill -9 the first run as soon as an epoch is committed.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -80,6 +80,57 @@ def test_killed_run_resumes_at_the_next_epoch(workspace):
     assert metrics["epochs_done"] == EPOCHS
     assert metrics["resumed_from_epoch"] == killed_after
     assert "recall@1" in output  # the metrics table
+
+
+def test_the_run_saves_the_configuration_with_the_overrides(workspace):
+    saved = yaml.safe_load((workspace["run_dir"] / "config.yaml").read_text())
+    assert saved["evaluation"]["ks"] == [1, 2]
+    assert saved["model"]["descriptors"] == "GS"
+    assert saved["model"]["backbone"] == "small_cnn"  # the profile under the overrides
+    # The saved file alone reproduces the run's configuration.
+    from net.config import config_from_dict, load_config
+
+    expected = load_config(
+        workspace["config"], "demo", overrides=["evaluation.ks=[1, 2]", "model.descriptors=GS"]
+    )
+    assert config_from_dict(saved) == expected
+    metrics = json.loads((workspace["run_dir"] / "metrics.json").read_text())["test"]
+    assert set(k for k in metrics if k.startswith("recall@")) == {"recall@1", "recall@2"}
+
+
+def _walk(collection, prefix=""):
+    for name, task in collection.tasks.items():
+        yield prefix + name, task
+    for name, sub in collection.collections.items():
+        yield from _walk(sub, f"{prefix}{name}.")
+
+
+def test_every_task_that_reads_a_configuration_takes_set():
+    import inspect
+
+    reading = {
+        name: task
+        for name, task in _walk(ns)
+        if "config_path" in inspect.signature(task.body).parameters
+        # docker.run only mounts data.root and output.root; the command it runs takes --set.
+        and name != "docker.run"
+    }
+    assert {"ml.train", "data.check", "demo", "search.index"} <= set(reading)
+    for name, task in reading.items():
+        assert "set_" in task.iterable, name
+        assert "set_" in inspect.signature(task.body).parameters, name
+
+
+def test_a_bad_override_stops_the_task_with_one_line_naming_the_key(workspace, capsys):
+    run_task(
+        "data.check", "--config-path", str(workspace["config"]), "--profile", "demo",
+        "--set", "model.descriptor=S",
+    )  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(
+        f"Configuration error: {workspace['config']}: --set model.descriptor=S:"
+    )
+    assert "unknown key model.descriptor" in error and "\n" not in error
 
 
 def test_analyze_model_performance_writes_the_metrics(workspace, tmp_path):
