@@ -3,7 +3,7 @@
 A run directory holds ``last.keras`` and ``best.keras`` (whole models, loadable in safe mode),
 ``state/`` (weights with the optimizer's variables and ``state.json``: the epoch reached, the best
 validation score, the early-stopping counter) and the logs. Every file is written to a temporary
-name in the same folder and moved into place with :func:`os.replace`, so a crash at any moment
+name in the same folder and moved into place (:mod:`net.files`), so a crash at any moment
 leaves the previous complete file, never a half-written one. ``state.json`` is written last: it
 is the commit point of an epoch.
 """
@@ -19,36 +19,13 @@ from typing import Any
 
 import keras
 
+from net.files import atomic_save_model, atomic_save_weights, atomic_write_json, atomic_write_text
+
 STATE_FILE = "state.json"
 
-
-def atomic_save_model(model: keras.Model, path: str | os.PathLike) -> None:
-    """Saves a model's architecture and weights to ``.keras``, atomically.
-
-    What is saved is an uncompiled view sharing the model's layers: no optimizer state (a third
-    of ResNet-50's file; resuming uses the ``state/`` weights instead) and no losses, so loading
-    needs only this package's layers registered.
-
-    Args:
-        model: the model.
-        path: destination, ending in ``.keras``.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    view = keras.Model(model.input, model.output, name=model.name)
-    view.save(temporary)
-    os.replace(temporary, path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes a text file through a temporary file and an atomic rename."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+#: The validation metric that selects the best model and drives early stopping and plateaus:
+#: MAP@R rather than Recall@1, which saturates far earlier on a few validation classes.
+SELECTION_METRIC = "map@r"
 
 
 def read_state(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -121,7 +98,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     Args:
         run_dir: the run directory.
-        monitor: log key to maximise (e.g. ``val_recall@1``), or ``None``.
+        monitor: log key to maximise (default ``val_`` + :data:`SELECTION_METRIC`), or ``None``.
         patience: epochs without improvement before stopping; 0 never stops.
         state: the state read from a previous, interrupted run, to continue its counters.
     """
@@ -129,7 +106,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     def __init__(
         self,
         run_dir: str | os.PathLike,
-        monitor: str | None = "val_recall@1",
+        monitor: str | None = f"val_{SELECTION_METRIC}",
         patience: int = 0,
         state: dict[str, Any] | None = None,
     ):
@@ -173,10 +150,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     def _save_state(self, epochs_done: int) -> None:
         state_dir = self.run_dir / "state"
         state_dir.mkdir(exist_ok=True)
-        weights = state_dir / f"epoch-{epochs_done:04d}.weights.h5"
-        temporary = state_dir / f".epoch-{epochs_done:04d}.{os.getpid()}.tmp.weights.h5"
-        self.model.save_weights(temporary)
-        os.replace(temporary, weights)
+        weights = atomic_save_weights(self.model, state_dir / f"epoch-{epochs_done:04d}.weights.h5")
         state = {
             "epoch": epochs_done,
             "weights": weights.name,
@@ -185,7 +159,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             "wait": self.wait,
             "monitor": self.monitor,
         }
-        atomic_write_text(state_dir / STATE_FILE, json.dumps(state, indent=2))
+        atomic_write_json(state_dir / STATE_FILE, state)
         for old in state_dir.glob("epoch-*.weights.h5"):
             if old != weights:
                 old.unlink()

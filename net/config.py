@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-DESCRIPTOR_LETTERS = "SMG"
+from net.descriptors import parse_descriptors
 
 
 class ConfigError(ValueError):
@@ -521,17 +521,10 @@ def _check_values(config: Config, source: str) -> None:
                 f"num_val_classes {data.num_val_classes})",
             )
     letters = model.descriptors
-    if not letters:
-        fail("model.descriptors", "must name at least one descriptor (S, M, G)")
-    bad = sorted(set(letters) - set(DESCRIPTOR_LETTERS))
-    if bad:
-        fail(
-            "model.descriptors",
-            f"{letters!r} has {', '.join(map(repr, bad))}; allowed letters are S (SPoC), "
-            "M (MAC) and G (GeM)",
-        )
-    if len(set(letters)) != len(letters):
-        fail("model.descriptors", f"{letters!r} repeats a descriptor")
+    try:
+        parse_descriptors(letters)
+    except ValueError as error:
+        fail("model.descriptors", str(error))
     if model.embedding_dim % len(letters):
         fail(
             "model.embedding_dim",

@@ -393,10 +393,16 @@ def read_cars196(root: str | os.PathLike, layout: str = "auto") -> Records:
 # --------------------------------------------------------------------------------------------
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file name is an image: a suffix in :data:`IMAGE_SUFFIXES`, not hidden.
+
+    The suffix is compared in any case; a name starting with a dot is hidden.
+    """
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
 def _is_image(path: Path) -> bool:
-    return (
-        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-    )
+    return is_image_name(path.name) and path.is_file()
 
 
 def read_image_folder(root: str | os.PathLike) -> Records:
@@ -632,7 +638,7 @@ def metric_learning_split(
 _TAIL_BYTES = 4096
 
 
-def _check_image(path: str, full_decode: bool) -> tuple[str | None, tuple[int, int] | None]:
+def check_image(path: str, full_decode: bool) -> tuple[str | None, tuple[int, int] | None]:
     """Checks one image file cheaply.
 
     Reads the header with PIL (format and size, no pixel decoding) and the last
@@ -745,7 +751,7 @@ def validate_records(
     if len(records) == 0:
         raise DataError("The data set has no images")
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = list(pool.map(lambda p: _check_image(p, full_decode), records.paths))
+        results = list(pool.map(lambda p: check_image(p, full_decode), records.paths))
     problems: dict[int, str] = {}
     for i, (problem, size) in enumerate(results):
         if problem is None and size is not None:

@@ -32,9 +32,10 @@ def run_demo(config: Config, run_dir: str | os.PathLike | None = None) -> dict:
     splits = experiment.load_splits(config.data)
     if config.training.seed is not None:
         keras.utils.set_random_seed(config.training.seed)
-    num_classes = splits.train.num_classes if config.loss.auxiliary_weight > 0 else 0
     untrained = experiment.build_model(
-        config.model, image_size=config.data.image_size, num_classes=num_classes
+        config.model,
+        image_size=config.data.image_size,
+        num_classes=experiment.auxiliary_classes(config, splits.train),
     )
     before = experiment.evaluate(untrained, splits.test, config, progress=False)
     summary = experiment.train(config, run_dir)

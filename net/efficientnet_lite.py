@@ -33,7 +33,6 @@ import hashlib
 import importlib.resources
 import logging
 import os
-import tempfile
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Final, NamedTuple
 import keras
 import numpy as np
 
+from net.files import atomic_save_weights
 from net.torch_checkpoint import load_torch_checkpoint
 
 __all__ = [
@@ -332,22 +332,6 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _save_weights_atomically(model: keras.Model, path: Path) -> None:
-    """Writes ``model``'s weights to a temporary file beside ``path``, then renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".weights.h5"
-    )
-    os.close(handle)
-    try:
-        model.save_weights(temporary, overwrite=True)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; the cache is shareable like ~/.keras.
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _load_converted_weights(
     model: keras.Model,
     checkpoint: Path,
@@ -372,7 +356,7 @@ def _load_converted_weights(
         model, state_dict, last_stride=last_stride, include_top=include_top, source=str(checkpoint)
     )
     try:
-        _save_weights_atomically(model, cache)
+        atomic_save_weights(model, cache)
     except OSError as error:  # A read-only cache must not stop the model from loading.
         logger.warning("could not cache converted weights at %s: %s", cache, error)
 

@@ -18,11 +18,12 @@ import tensorflow as tf
 import yaml
 
 from net import analysis, data, losses, model, pipeline, training
-from net.callbacks import atomic_write_text
+from net.callbacks import SELECTION_METRIC
 from net.config import Config, DataConfig, ModelConfig
+from net.files import atomic_write_json, atomic_write_text
 
-#: The validation metric that selects the best model and drives early stopping and plateaus.
-VALIDATION_MONITOR = "map@r"
+#: The validation metric that selects the best model (one constant: net.callbacks).
+VALIDATION_MONITOR = SELECTION_METRIC
 
 
 def load_splits(config: DataConfig) -> data.Split:
@@ -84,6 +85,11 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
             trainable_gem_p=config.trainable_gem_p,
         )
     return model.build_model(config.architecture, **kwargs)
+
+
+def auxiliary_classes(config: Config, train: data.Records) -> int:
+    """Classes of the auxiliary classification head: the training classes, or 0 without it."""
+    return train.num_classes if config.loss.auxiliary_weight > 0 else 0
 
 
 def distribution_strategy(kind: str) -> tf.distribute.Strategy:
@@ -166,7 +172,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
         "an epoch."
     )
     with strategy.scope():
-        num_classes = splits.train.num_classes if config.loss.auxiliary_weight > 0 else 0
+        num_classes = auxiliary_classes(config, splits.train)
         net = build_model(config.model, image_size=dc.image_size, num_classes=num_classes)
         training.compile_model(
             net,
@@ -220,7 +226,6 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
         epochs=tc.epochs,
         steps_per_epoch=steps,
         validate=validate,
-        # MAP@R rather than Recall@1: it saturates far later on a few validation classes.
         monitor=VALIDATION_MONITOR,
         early_stopping_patience=tc.early_stopping_patience,
         plateau=(
@@ -244,7 +249,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
         "test_images": len(splits.test),
         "steps_per_epoch": steps,
     }
-    training.write_json(run_dir / "metrics.json", summary)
+    atomic_write_json(run_dir / "metrics.json", summary)
     return summary
 
 

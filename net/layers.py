@@ -20,10 +20,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from net.descriptors import DESCRIPTOR_NAMES, parse_descriptors
+
 _PACKAGE = "cgd"
 
 #: Descriptor letters of the CGD paper and their names.
-DESCRIPTOR_NAMES: dict[str, str] = {"S": "spoc", "M": "mac", "G": "gem"}
 
 
 def _global_pool_output_shape(input_shape: Sequence[int | None], keepdims: bool) -> tuple:
@@ -297,7 +298,8 @@ def global_descriptor(
     """Make the global-descriptor layer for one CGD letter.
 
     Args:
-        kind: "S" (SPoC, mean), "M" (MAC, max) or "G" (GeM).
+        kind: "S" (SPoC, mean), "M" (MAC, max) or "G" (GeM), any case (see
+            :func:`net.descriptors.parse_descriptors`).
         name: Layer name; defaults to "spoc", "mac" or "gem".
         p: GeM exponent (only for "G").
         trainable_p: Learn the GeM exponent (only for "G").
@@ -309,10 +311,10 @@ def global_descriptor(
     Raises:
         ValueError: If ``kind`` is not one of S, M, G.
     """
-    if kind not in DESCRIPTOR_NAMES:
-        raise ValueError(
-            f"unknown global descriptor {kind!r}: expected one of {sorted(DESCRIPTOR_NAMES)}"
-        )
+    letters = parse_descriptors(kind)
+    if len(letters) != 1:
+        raise ValueError(f"global_descriptor takes one descriptor letter, got {kind!r}")
+    kind = letters[0]
     name = name or DESCRIPTOR_NAMES[kind]
     if kind == "S":
         return SPoCPooling2D(name=name, dtype="float32")

@@ -20,40 +20,14 @@ from typing import Any
 import keras
 
 from net.backbones import build_backbone, get_backbone_spec
-from net.layers import DESCRIPTOR_NAMES, ImagePreprocessing, L2Normalization, global_descriptor
+from net.descriptors import DESCRIPTOR_NAMES, parse_descriptors
+from net.layers import ImagePreprocessing, L2Normalization, global_descriptor
 
 #: Name of the model input.
 INPUT_NAME = "images"
 #: Output names.
 EMBEDDINGS = "embeddings"
 LOGITS = "logits"
-
-
-def parse_descriptors(descriptors: str) -> tuple[str, ...]:
-    """Validate a CGD descriptor string.
-
-    Args:
-        descriptors: Letters S (SPoC), M (MAC), G (GeM), e.g. "SG"; order matters (the first
-            feeds the auxiliary classifier).
-
-    Returns:
-        The letters as a tuple, e.g. ("S", "G").
-
-    Raises:
-        ValueError: If the string is empty, has a letter other than S/M/G, or repeats one.
-    """
-    if not isinstance(descriptors, str) or not descriptors:
-        raise ValueError(f"descriptors must be a non-empty string of S/M/G, got {descriptors!r}")
-    letters = tuple(descriptors.upper())
-    unknown = sorted({c for c in letters if c not in DESCRIPTOR_NAMES})
-    if unknown:
-        raise ValueError(
-            f"descriptors={descriptors!r}: unknown letters {unknown}; use S (SPoC), M (MAC), "
-            "G (GeM)"
-        )
-    if len(set(letters)) != len(letters):
-        raise ValueError(f"descriptors={descriptors!r}: a descriptor is repeated")
-    return letters
 
 
 def _check_positive_int(key: str, value: Any, *, allow_zero: bool = False) -> int:
@@ -122,7 +96,10 @@ def build_cgd_model(
             descriptors, non-positive sizes, or backbone errors (see `build_backbone`).
         FileNotFoundError: If ``weights`` names a missing file.
     """
-    letters = parse_descriptors(descriptors)
+    try:
+        letters = parse_descriptors(descriptors)
+    except ValueError as error:
+        raise ValueError(f"descriptors: {error}") from None
     embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
     num_classes = _check_positive_int("num_classes", num_classes, allow_zero=True)
     if embedding_dim % len(letters):

@@ -35,6 +35,20 @@ AUTOTUNE = tf.data.AUTOTUNE
 CROP_MODES = ("bbox", "pad", "none")
 
 
+def check_crop_mode(crop_mode: str, allowed: tuple[str, ...] = CROP_MODES) -> None:
+    """Checks a crop mode.
+
+    Args:
+        crop_mode: the mode to check.
+        allowed: the modes accepted where it is used (a subset of :data:`CROP_MODES`).
+
+    Raises:
+        ValueError: naming the mode and the allowed ones.
+    """
+    if crop_mode not in allowed:
+        raise ValueError(f"unknown crop_mode {crop_mode!r}: crop_mode must be one of {allowed}")
+
+
 # --------------------------------------------------------------------------------------------
 # Per-image ops
 # --------------------------------------------------------------------------------------------
@@ -58,6 +72,7 @@ def crop_or_pad(image: tf.Tensor, bbox: tf.Tensor, crop_mode: str) -> tf.Tensor:
     Raises:
         ValueError: for an unknown crop mode.
     """
+    check_crop_mode(crop_mode)
     if crop_mode == "none":
         return image
     shape = tf.shape(image)
@@ -67,17 +82,15 @@ def crop_or_pad(image: tf.Tensor, bbox: tf.Tensor, crop_mode: str) -> tf.Tensor:
         top = (side - height) // 2
         left = (side - width) // 2
         return tf.pad(image, [[top, side - height - top], [left, side - width - left], [0, 0]])
-    if crop_mode == "bbox":
-        bbox = tf.cast(bbox, tf.int32)
-        missing = tf.reduce_all(tf.equal(bbox, -1))
-        x1 = tf.clip_by_value(bbox[0], 0, width - 1)
-        y1 = tf.clip_by_value(bbox[1], 0, height - 1)
-        x2 = tf.clip_by_value(bbox[2], x1 + 1, width)
-        y2 = tf.clip_by_value(bbox[3], y1 + 1, height)
-        x1, y1 = tf.where(missing, 0, x1), tf.where(missing, 0, y1)
-        x2, y2 = tf.where(missing, width, x2), tf.where(missing, height, y2)
-        return image[y1:y2, x1:x2]
-    raise ValueError(f"Unknown crop_mode {crop_mode!r}; use one of {CROP_MODES}")
+    bbox = tf.cast(bbox, tf.int32)
+    missing = tf.reduce_all(tf.equal(bbox, -1))
+    x1 = tf.clip_by_value(bbox[0], 0, width - 1)
+    y1 = tf.clip_by_value(bbox[1], 0, height - 1)
+    x2 = tf.clip_by_value(bbox[2], x1 + 1, width)
+    y2 = tf.clip_by_value(bbox[3], y1 + 1, height)
+    x1, y1 = tf.where(missing, 0, x1), tf.where(missing, 0, y1)
+    x2, y2 = tf.where(missing, width, x2), tf.where(missing, height, y2)
+    return image[y1:y2, x1:x2]
 
 
 def decode_image(contents: tf.Tensor) -> tf.Tensor:
@@ -428,8 +441,7 @@ def train_dataset(
         ValueError: for bad batch sizes or crop mode.
     """
     _check_batch_shape(records, classes_per_batch, images_per_class)
-    if crop_mode not in CROP_MODES:
-        raise ValueError(f"Unknown crop_mode {crop_mode!r}; use one of {CROP_MODES}")
+    check_crop_mode(crop_mode)
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31 - 1))
     seed = int(seed)
@@ -486,8 +498,7 @@ def eval_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if crop_mode not in CROP_MODES:
-        raise ValueError(f"Unknown crop_mode {crop_mode!r}; use one of {CROP_MODES}")
+    check_crop_mode(crop_mode)
 
     def load(path: tf.Tensor, bbox: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return load_image(path, bbox, image_size=image_size, crop_mode=crop_mode), label

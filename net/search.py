@@ -1,7 +1,8 @@
 """Image search with a trained model: index a folder tree of images, then query it.
 
-:func:`build_index` embeds every image below a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``,
-any case, recursively, hidden files and folders skipped, in sorted order) and saves a
+:func:`build_index` embeds every image below a folder (the suffixes of
+:data:`net.data.IMAGE_SUFFIXES`, any case, recursively, hidden files and folders skipped, in
+sorted order) and saves a
 :class:`SearchIndex` as one ``.npz`` file: the embeddings, the image paths relative to the
 images root, the root, the model's path and fingerprint, and the preprocessing (image size,
 crop mode). :func:`query_index` embeds a query image with exactly that preprocessing and
@@ -34,13 +35,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from net import pipeline
+from net.data import IMAGE_SUFFIXES, check_image, is_image_name
+from net.files import atomic_write_npz
+
 if TYPE_CHECKING:
     import keras
 
 logger = logging.getLogger(__name__)
-
-#: File name suffixes indexed by :func:`find_images` (compared lower-case).
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
 #: Crop modes of an index: folder images have no bounding boxes (see the module docstring).
 CROP_MODES: tuple[str, ...] = ("none", "pad")
@@ -239,7 +241,7 @@ def find_images(images_dir: str | os.PathLike[str]) -> list[str]:
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+            if is_image_name(name):
                 found.append(Path(directory, name).relative_to(root).as_posix())
     if not found:
         raise SearchError(
@@ -259,10 +261,8 @@ def image_problems(paths: Sequence[str], *, full_decode: bool) -> dict[str, str]
     Returns:
         ``{path: reason}`` for each bad image, in the order of ``paths``.
     """
-    from net.data import _check_image
-
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda p: _check_image(p, full_decode)[0], paths))
+        results = list(pool.map(lambda p: check_image(p, full_decode)[0], paths))
     return {path: problem for path, problem in zip(paths, results, strict=True) if problem}
 
 
@@ -288,7 +288,7 @@ def _embed_files(
     Raises:
         tf.errors.OpError: If TensorFlow cannot decode one of the files.
     """
-    from net import analysis, pipeline
+    from net import analysis
     from net.data import NO_BOX, Records
 
     records = Records(
@@ -310,11 +310,10 @@ def _embed_files(
 
 
 def _check_crop_mode(crop_mode: str) -> None:
-    if crop_mode not in CROP_MODES:
-        raise SearchError(
-            f"crop_mode must be one of {CROP_MODES} (a folder of images has no bounding boxes), "
-            f"got {crop_mode!r}"
-        )
+    try:
+        pipeline.check_crop_mode(crop_mode, CROP_MODES)
+    except ValueError as error:
+        raise SearchError(f"{error} (a folder of images has no bounding boxes)") from None
 
 
 def build_index(
@@ -452,16 +451,7 @@ def save_index(index: SearchIndex, path: str | os.PathLike[str]) -> Path:
         "crop_mode": np.asarray(index.crop_mode),
         "skipped": np.asarray(index.skipped, dtype=str).reshape(-1),
     }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return atomic_write_npz(path, arrays)
 
 
 def load_index(path: str | os.PathLike[str]) -> SearchIndex:

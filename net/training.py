@@ -7,7 +7,6 @@ configuration.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from net import callbacks as run_callbacks
+from net.files import atomic_write_json as write_json  # noqa: F401 (public name)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -139,7 +138,7 @@ def fit(
     epochs: int,
     steps_per_epoch: int,
     validate: Callable[[keras.Model], dict[str, float]] | None = None,
-    monitor: str = "recall@1",
+    monitor: str = run_callbacks.SELECTION_METRIC,
     early_stopping_patience: int = 0,
     plateau: dict[str, Any] | None = None,
     verbose: int | str = "auto",
@@ -156,7 +155,8 @@ def fit(
         steps_per_epoch: batches per epoch.
         validate: function returning validation metrics (e.g. ``{"recall@1": 0.8}``) of the
             current model, or ``None`` for no validation (the best model is then the last).
-        monitor: the validation metric to maximise for model selection and early stopping.
+        monitor: the validation metric to maximise for model selection and early stopping
+            (a key of what ``validate`` returns).
         early_stopping_patience: epochs without improvement before stopping; 0 never stops.
         plateau: ``{"factor": f, "patience": p}`` to lower the learning rate when the
             validation metric stalls, or ``None``.
@@ -326,17 +326,3 @@ def _result(run_dir, state, initial_epoch, epochs_done, stopped_early, history) 
         stopped_early=stopped_early,
         history=history,
     )
-
-
-def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Writes JSON atomically, converting NumPy scalars."""
-
-    def default(value: Any) -> Any:
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, Path):
-            return str(value)
-        raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-    text = json.dumps(data, indent=2, default=default, allow_nan=True)
-    run_callbacks.atomic_write_text(path, text + "\n")

@@ -59,7 +59,7 @@ def analyze_model_performance(
     else:
         print(analysis.compare_models_table(results))
     output = Path(output_path) if output_path else paths[0].parent / "analysis.json"
-    from net.training import write_json
+    from net.files import atomic_write_json as write_json
 
     write_json(output, results[str(paths[0])] if len(results) == 1 else results)
     print(f"Wrote {output}")

@@ -101,6 +101,13 @@ def test_find_images_is_recursive_sorted_and_skips_hidden_and_other_files(setup)
         search.find_images(empty)
 
 
+def test_find_images_takes_every_suffix_the_data_readers_take(tmp_path):
+    """WebP and GIF images, which training reads, are indexed too (any case)."""
+    for name in ("a.webp", "b.GIF", "c.JPG", "d.txt", ".e.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert search.find_images(tmp_path) == ["a.webp", "b.GIF", "c.JPG"]
+
+
 def test_index_rows_are_the_model_embeddings_of_their_files(setup):
     """Row i of the index equals the model applied to file i, loaded alone, eagerly."""
     index = setup["index"]
