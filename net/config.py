@@ -25,7 +25,12 @@ from typing import Any, Literal
 
 import yaml
 
+from net.augmentation import Augmentation, parse_augmentation
 from net.descriptors import parse_descriptors
+
+#: Mappings that an overlay replaces whole instead of merging into: a loss's parameters, and
+#: the augmentation operations (an operation left out of an overlay's mapping is off).
+REPLACED = ("params", "augment")
 
 
 class ConfigError(ValueError):
@@ -53,7 +58,10 @@ class DataConfig:
         classes_per_batch: P of a P x K training batch.
         images_per_class: K of a P x K training batch.
         eval_batch_size: batch size for embedding extraction.
-        augment: the seed's training augmentations (flip, affine, grayscale).
+        augment: training augmentation: ``true`` (the defaults: flip, scale, translate,
+            rotate, shear, grayscale), ``false``, or a mapping of operations to settings, e.g.
+            ``{flip: 0, rotate: 10, grayscale: 0.1}`` (see :mod:`net.augmentation`); use
+            :attr:`augmentation` for the parsed settings.
         cache: keep decoded, resized images in memory (small data sets only).
         skip_bad_images: drop unreadable images (and say how many) instead of stopping.
         decode_check: decode every image when the data set is opened (about 2 ms an image),
@@ -70,10 +78,15 @@ class DataConfig:
     classes_per_batch: int
     images_per_class: int
     eval_batch_size: int
-    augment: bool
+    augment: bool | dict[str, Any]
     cache: bool
     skip_bad_images: bool
     decode_check: bool
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        """The parsed ``augment`` setting (``None``: no augmentation)."""
+        return parse_augmentation(self.augment)
 
 
 @dataclass(frozen=True)
@@ -399,7 +412,7 @@ def _merge(base: dict, overlay: Any, where: str) -> dict:
         raise ConfigError(f"{where}: expected a mapping, got {type(overlay).__name__}")
     merged = copy.deepcopy(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in REPLACED:
             merged[key] = _merge(merged[key], value, f"{where}.{key}")
         else:
             merged[key] = copy.deepcopy(value)
@@ -520,6 +533,10 @@ def _check_values(config: Config, source: str) -> None:
                 f"training classes remain (num_train_classes {data.num_train_classes} - "
                 f"num_val_classes {data.num_val_classes})",
             )
+    try:
+        parse_augmentation(data.augment)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from error
     letters = model.descriptors
     try:
         parse_descriptors(letters)

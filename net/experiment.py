@@ -201,7 +201,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
             images_per_class=dc.images_per_class,
             image_size=dc.image_size,
             crop_mode=dc.crop,
-            augment=dc.augment,
+            augment=dc.augmentation,
             seed=seed,
             cache=dc.cache,
         )

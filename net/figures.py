@@ -6,6 +6,7 @@ the pipelines) and writes one PNG per figure plus one self-contained HTML page p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from net import analysis, experiment, pipeline, visualize
+from net.augmentation import Augmentation
 from net.config import Config
 from net.data import Records
 
@@ -34,20 +36,24 @@ def training_batches(
 ) -> Path:
     """Grids of training batches exactly as the training pipeline delivers them.
 
+    With augmentation configured, one more grid shows a few images unchanged and then with
+    each configured operation alone (always applied there, at random strengths in its range),
+    and the page lists the settings.
+
     Returns:
         The HTML page.
     """
     output_dir = Path(output_dir)
     splits = experiment.load_splits(config.data)
-    dataset = pipeline.train_dataset(
-        splits.train,
-        classes_per_batch=config.data.classes_per_batch,
-        images_per_class=config.data.images_per_class,
-        image_size=config.data.image_size,
-        crop_mode=config.data.crop,
-        augment=config.data.augment,
-        seed=seed,
-    )
+    settings = config.data.augmentation
+    shape = {
+        "classes_per_batch": config.data.classes_per_batch,
+        "images_per_class": config.data.images_per_class,
+        "image_size": config.data.image_size,
+        "crop_mode": config.data.crop,
+        "seed": seed,
+    }
+    dataset = pipeline.train_dataset(splits.train, augment=settings, **shape)
     pngs = []
     for number, (images, labels) in enumerate(dataset.take(num_batches), start=1):
         pngs.append(
@@ -59,11 +65,46 @@ def training_batches(
                 columns=config.data.images_per_class,
                 title=f"Training batch {number}: {config.data.classes_per_batch} classes x "
                 f"{config.data.images_per_class} images"
-                + (" (augmented)" if config.data.augment else ""),
+                + (" (augmented)" if settings is not None and settings.operations else ""),
             )
         )
+    sections = [("Training batches", pngs)]
+    notes = "Augmentation (data.augment): " + (settings.describe() if settings else "off")
+    if settings is not None and settings.operations:
+        plain = pipeline.train_dataset(splits.train, augment=False, **shape)
+        images = next(iter(plain))[0].numpy()[:: config.data.images_per_class][:6]
+        sections.append(
+            ("Augmentation operations", [_operations_grid(images, settings, output_dir, seed)])
+        )
     return visualize.write_html_report(
-        "Training batches", [("Training batches", pngs)], output_dir / "training_batches.html"
+        "Training batches", sections, output_dir / "training_batches.html", notes=notes
+    )
+
+
+def _operations_grid(
+    images: np.ndarray, settings: Augmentation, output_dir: Path, seed: int
+) -> Path:
+    """A row of original images, then one row per configured operation applied alone."""
+    rows, labels = [images], ["original"] * len(images)
+    for op in settings.operations:
+        alone = dataclasses.replace(settings.only(op), **{f"{op}_p": 1.0})
+        rows.append(
+            np.stack(
+                [
+                    pipeline.augment_image(
+                        tf.constant(image), tf.constant([seed, i], tf.int64), alone
+                    ).numpy()
+                    for i, image in enumerate(images)
+                ]
+            )
+        )
+        labels += [op] * len(images)
+    return visualize.plot_image_grid(
+        np.concatenate(rows),
+        labels,
+        output_dir / "augmentation_operations.png",
+        columns=len(images),
+        title="Each augmentation alone (always applied here)",
     )
 
 

@@ -27,6 +27,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from net.augmentation import CHOOSABLE, DEFAULT, Augmentation
 from net.data import Records
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -204,66 +205,103 @@ def load_image(
     return image
 
 
-def augment_image(
-    image: tf.Tensor,
-    seed: tf.Tensor,
-    *,
-    flip_prob: float = 0.5,
-    transform_prob: float = 0.25,
-    scale_range: tuple[float, float] = (0.8, 1.2),
-    max_translate: float = 0.1,
-    max_rotate_deg: float = 15.0,
-    max_shear_deg: float = 10.0,
-    grayscale_prob: float = 0.25,
-    grayscale_alpha: tuple[float, float] = (0.2, 1.0),
-) -> tf.Tensor:
-    """Applies the seed repository's training augmentations, deterministically given ``seed``.
+def draw_augmentation(seed: tf.Tensor, settings: Augmentation) -> dict[str, tf.Tensor]:
+    """Draws one image's augmentation parameters, deterministically given ``seed``.
 
-    A horizontal flip with probability ``flip_prob``; then each of scaling (x and y
-    independently in ``scale_range``), translation (up to ``max_translate`` of the side),
-    rotation (up to ``max_rotate_deg``) and shear (up to ``max_shear_deg``) with probability
-    ``transform_prob``, combined into one affine warp about the image centre (bilinear, zeros
-    outside); then, with probability ``grayscale_prob``, a blend towards grayscale with
-    strength in ``grayscale_alpha``. The seed repository applied 0-2 of scale, translate,
-    rotate and grayscale (each about a quarter of the time) and a flip half of the time.
+    Thirteen stateless uniforms ``u`` decide everything: ``u[0]`` the flip; ``u[1]``, ``u[4]``,
+    ``u[6]``, ``u[8]`` and ``u[11]`` whether scale, translate, rotate, shear and grayscale
+    apply (each below its probability); ``u[2]``, ``u[3]`` the x and y scale factors, ``u[5]``,
+    ``u[10]`` the x and y shifts, ``u[7]`` the angle, ``u[9]`` the shear, ``u[12]`` the blend
+    strength, each mapped linearly onto its range. With ``max_ops`` a second stream (the seed
+    folded with 1) draws the count and the choice of operations (see :mod:`net.augmentation`).
+
+    Args:
+        seed: (2,) int stateless random seed.
+        settings: the augmentation settings.
+
+    Returns:
+        Scalars: ``flip`` (-1 flips, 1 does not), ``sx``, ``sy`` (scale factors), ``tx``,
+        ``ty`` (shifts as fractions of width and height), ``theta``, ``shear`` (radians) and
+        ``alpha`` (grayscale blend strength); an operation not applied has its identity value.
+    """
+    u = tf.random.stateless_uniform([13], seed=seed, dtype=tf.float32)
+    gates = {
+        "scale": u[1] < settings.scale_p,
+        "translate": u[4] < settings.translate_p,
+        "rotate": u[6] < settings.rotate_p,
+        "shear": u[8] < settings.shear_p,
+        "grayscale": u[11] < settings.grayscale_p,
+    }
+    if settings.max_ops is not None:
+        chosen = _choose_operations(seed, settings)
+        gates = {op: gate & chosen[op] if op in chosen else gate for op, gate in gates.items()}
+
+    def between(index: int, bounds: tuple[float, float]) -> tf.Tensor:
+        low, high = bounds
+        return low + (high - low) * u[index]
+
+    deg = math.pi / 180.0
+    return {
+        "flip": tf.where(u[0] < settings.flip_p, -1.0, 1.0),
+        "sx": tf.where(gates["scale"], between(2, settings.scale_range), 1.0),
+        "sy": tf.where(gates["scale"], between(3, settings.scale_range), 1.0),
+        "tx": tf.where(gates["translate"], between(5, settings.translate_range), 0.0),
+        "ty": tf.where(gates["translate"], between(10, settings.translate_range), 0.0),
+        "theta": tf.where(gates["rotate"], between(7, settings.rotate_range) * deg, 0.0),
+        "shear": tf.where(gates["shear"], between(9, settings.shear_range) * deg, 0.0),
+        "alpha": tf.where(gates["grayscale"], between(12, settings.grayscale_range), 0.0),
+    }
+
+
+def _choose_operations(seed: tf.Tensor, settings: Augmentation) -> dict[str, tf.Tensor]:
+    """A uniform count in 0..max_ops, then that many distinct operations (imgaug's SomeOf)."""
+    ops = [op for op in settings.operations if op in CHOOSABLE]
+    v = tf.random.stateless_uniform(
+        [len(ops) + 1], seed=tf.random.experimental.stateless_fold_in(seed, 1), dtype=tf.float32
+    )
+    count = tf.minimum(tf.cast(v[0] * (settings.max_ops + 1), tf.int32), settings.max_ops)
+    rank = tf.argsort(tf.argsort(v[1:]))  # a uniformly random order of the operations
+    return {op: rank[i] < count for i, op in enumerate(ops)}
+
+
+def augment_image(image: tf.Tensor, seed: tf.Tensor, settings: Augmentation = DEFAULT) -> tf.Tensor:
+    """Augments one image as configured, deterministically given ``seed``.
+
+    The parameters come from :func:`draw_augmentation`. Flip, scaling, translation, rotation
+    and shear make one affine warp about the image centre (bilinear, zeros outside):
+    ``out = R(theta) Sh(shear) diag(flip * sx, sy) (in - c) + c + t``, so a positive angle
+    turns the image clockwise on screen and a positive shift moves it right and down; then
+    the blend towards grayscale ``(1 - alpha) * image + alpha * gray``. An image with neither
+    a geometric operation nor grayscale configured passes through unchanged.
 
     Args:
         image: (H, W, 3) float32 RGB in [0, 255].
         seed: (2,) int stateless random seed.
-        flip_prob: probability of a horizontal flip.
-        transform_prob: probability of each affine component.
-        scale_range: range of the scale factors.
-        max_translate: largest shift, as a fraction of width/height.
-        max_rotate_deg: largest rotation in degrees.
-        max_shear_deg: largest shear angle in degrees.
-        grayscale_prob: probability of the grayscale blend.
-        grayscale_alpha: range of the blend strength (1 = fully gray).
+        settings: which operations, how likely and how strong (see :mod:`net.augmentation`);
+            :data:`net.augmentation.DEFAULT` is ``data.augment: true``.
 
     Returns:
         (H, W, 3) float32 RGB in [0, 255].
     """
-    u = tf.random.stateless_uniform([13], seed=seed, dtype=tf.float32)
+    params = draw_augmentation(seed, settings)
+    out = image
+    if settings.geometric:
+        out = _warp(image, params)
+    if settings.grayscale_p > 0:
+        alpha = params["alpha"]
+        out = (1.0 - alpha) * out + alpha * tf.image.rgb_to_grayscale(out)
+    out = tf.clip_by_value(out, 0.0, 255.0)
+    out.set_shape(image.shape)
+    return out
 
-    def maybe(index: int, prob: float, value: tf.Tensor, identity: float) -> tf.Tensor:
-        return tf.where(u[index] < prob, value, identity)
 
-    def between(index: int, low: float, high: float) -> tf.Tensor:
-        return low + (high - low) * u[index]
-
-    deg = math.pi / 180.0
-    flip = maybe(0, flip_prob, -1.0, 1.0)
-    sx = maybe(1, transform_prob, between(2, *scale_range), 1.0)
-    sy = maybe(1, transform_prob, between(3, *scale_range), 1.0)
-    translating = u[4] < transform_prob
-    theta = maybe(6, transform_prob, between(7, -max_rotate_deg, max_rotate_deg) * deg, 0.0)
-    shear = maybe(8, transform_prob, between(9, -max_shear_deg, max_shear_deg) * deg, 0.0)
-
+def _warp(image: tf.Tensor, params: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The affine warp of :func:`augment_image`."""
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    tx = tf.where(translating, between(5, -max_translate, max_translate) * width, 0.0)
-    ty = tf.where(translating, between(10, -max_translate, max_translate) * height, 0.0)
-    # Forward map about the centre c: out = R(theta) Sh(shear) diag(flip * sx, sy) (in - c) + c + t
-    cos, sin, tan = tf.cos(theta), tf.sin(theta), tf.tan(shear)
+    flip, sx, sy = params["flip"], params["sx"], params["sy"]
+    tx, ty = params["tx"] * width, params["ty"] * height
+    cos, sin, tan = tf.cos(params["theta"]), tf.sin(params["theta"]), tf.tan(params["shear"])
     a00, a01 = cos * flip * sx, (cos * tan - sin) * sy
     a10, a11 = sin * flip * sx, (sin * tan + cos) * sy
     det = a00 * a11 - a01 * a10
@@ -274,7 +312,7 @@ def augment_image(
     transform = tf.stack(
         [m00, m01, cx - m00 * ox - m01 * oy, m10, m11, cy - m10 * ox - m11 * oy, 0.0, 0.0]
     )
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
+    return tf.raw_ops.ImageProjectiveTransformV3(
         images=image[tf.newaxis],
         transforms=transform[tf.newaxis],
         output_shape=shape[:2],
@@ -282,13 +320,6 @@ def augment_image(
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )[0]
-
-    alpha = maybe(11, grayscale_prob, between(12, *grayscale_alpha), 0.0)
-    gray = tf.image.rgb_to_grayscale(warped)
-    out = (1.0 - alpha) * warped + alpha * gray
-    out = tf.clip_by_value(out, 0.0, 255.0)
-    out.set_shape(image.shape)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,7 +444,7 @@ def train_dataset(
     images_per_class: int,
     image_size: int,
     crop_mode: str = "bbox",
-    augment: bool = True,
+    augment: bool | Augmentation | None = True,
     seed: int | None = None,
     cache: bool = False,
 ) -> tf.data.Dataset:
@@ -428,7 +459,8 @@ def train_dataset(
         images_per_class: K, images per class in a batch.
         image_size: side S of the square images.
         crop_mode: ``"bbox"``, ``"pad"`` or ``"none"`` (see :func:`crop_or_pad`).
-        augment: apply :func:`augment_image`.
+        augment: the settings of :func:`augment_image`; ``True`` is
+            :data:`net.augmentation.DEFAULT`, ``False`` or ``None`` no augmentation.
         seed: fixes the batches and augmentations; None draws one at random.
         cache: decode and resize every image once, up front, and keep them in memory as uint8
             (N * S * S * 3 bytes: 2.4 GB for 16k images at 224 px); for small data sets.
@@ -449,6 +481,7 @@ def train_dataset(
     bboxes = tf.constant(records.bboxes, tf.int32)
     labels = tf.constant(records.labels, tf.int32)
     cached = _image_cache(records, image_size, crop_mode) if cache else None
+    settings = DEFAULT if augment is True else (augment or None)
 
     def load(index: tf.Tensor, element_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if cached is not None:
@@ -457,9 +490,10 @@ def train_dataset(
             image = load_image(
                 paths[index], bboxes[index], image_size=image_size, crop_mode=crop_mode
             )
-        if augment:
+        if settings is not None:
             # Offset the stream so augmentation draws never reuse the sampler's seeds.
-            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64) + 1, element_id]))
+            element_seed = tf.stack([tf.cast(seed, tf.int64) + 1, element_id])
+            image = augment_image(image, element_seed, settings)
         return image, labels[index]
 
     batch_size = classes_per_batch * images_per_class

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from net.augmentation import parse_augmentation
 from net.data import Records, metric_learning_split, read_cars196
 from net.pipeline import (
     _batch_indices,
     augment_image,
     crop_or_pad,
     decode_for_size,
+    draw_augmentation,
     eval_dataset,
     inclusion_probabilities,
     load_image,
@@ -356,46 +358,242 @@ def test_steps_per_epoch_and_errors(tmp_path):
 # Augmentation
 # --------------------------------------------------------------------------------------------
 
-NO_AUGMENT = {"flip_prob": 0.0, "transform_prob": 0.0, "grayscale_prob": 0.0}
+
+def np_affine(image: np.ndarray, a: np.ndarray, t=(0.0, 0.0)) -> np.ndarray:
+    """``out(p) = image(A^-1 (p - c - t) + c)`` about the centre c, bilinear, zeros outside.
+
+    A plain loop over output pixels and the four input neighbours of each sample point.
+    """
+    h, w = image.shape[:2]
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    inverse = np.linalg.inv(a)
+    out = np.zeros_like(image, dtype=np.float64)
+    for y in range(h):
+        for x in range(w):
+            sx, sy = inverse @ (np.array([x, y]) - c - np.asarray(t)) + c
+            x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+            for yy, wy in ((y0, 1 - (sy - y0)), (y0 + 1, sy - y0)):
+                for xx, wx in ((x0, 1 - (sx - x0)), (x0 + 1, sx - x0)):
+                    if 0 <= yy < h and 0 <= xx < w:
+                        out[y, x] += wy * wx * image[yy, xx]
+    return out
 
 
-def test_augment_flip_and_identity_are_exact():
-    image = tf.constant(_image(6, 9).astype(np.float32))
-    seed = tf.constant([1, 2])
-    np.testing.assert_array_equal(augment_image(image, seed, **NO_AUGMENT), image)
-    flipped = augment_image(image, seed, **(NO_AUGMENT | {"flip_prob": 1.0}))
-    np.testing.assert_allclose(flipped, image.numpy()[:, ::-1], atol=1e-3)
-    gray = augment_image(
-        image, seed, **(NO_AUGMENT | {"grayscale_prob": 1.0, "grayscale_alpha": (1.0, 1.0)})
-    ).numpy()
-    luma = image.numpy() @ np.array([0.2989, 0.587, 0.114], np.float32)
-    np.testing.assert_allclose(gray, np.repeat(luma[..., None], 3, axis=-1), atol=0.1)
+def _augment(image: np.ndarray, settings, seed=(1, 2)) -> np.ndarray:
+    return augment_image(tf.constant(image), tf.constant(seed, tf.int64), settings).numpy()
 
 
-def test_augment_translation_moves_pixels_by_the_drawn_shift():
-    """Translation only, by exactly +10% of 20 px = 2 px to the right and 10% of 10 = 1 px down."""
-    image = np.zeros((10, 20, 3), np.float32)
-    image[4, 7] = 255.0
-    out = augment_image(
-        tf.constant(image), tf.constant([0, 0]),
-        **(NO_AUGMENT | {"transform_prob": 1.0, "scale_range": (1.0, 1.0), "max_rotate_deg": 0.0,
-                         "max_shear_deg": 0.0, "max_translate": 0.0}),
-    ).numpy()  # fmt: skip
-    np.testing.assert_allclose(out, image, atol=1e-3)  # zero ranges: identity
-    shifted = []
-    for seed in range(40):
-        out = augment_image(
-            tf.constant(image), tf.constant([seed, 1]),
-            **(NO_AUGMENT | {"transform_prob": 1.0, "scale_range": (1.0, 1.0),
-                             "max_rotate_deg": 0.0, "max_shear_deg": 0.0}),
-        ).numpy()  # fmt: skip
-        np.testing.assert_allclose(out.sum(), 255.0 * 3, rtol=1e-3)  # mass kept (interior)
-        ys, xs = np.mgrid[:10, :20]
-        weight = out[..., 0] / out[..., 0].sum()
-        shifted.append(((weight * xs).sum() - 7, (weight * ys).sum() - 4))
-    shifted = np.array(shifted)
-    assert np.abs(shifted[:, 0]).max() <= 2.0 + 1e-3 and np.abs(shifted[:, 1]).max() <= 1.0 + 1e-3
-    assert np.abs(shifted[:, 0]).max() > 1.0  # shifts are actually drawn
+def _rad(deg: float) -> float:
+    return np.deg2rad(deg)
+
+
+#: Each operation alone at one fixed strength, and its affine map (x right, y down).
+FIXED = [
+    ({"flip": 1.0}, np.diag([-1.0, 1.0]), (0, 0)),
+    ({"scale": [1.25, 1.25]}, np.diag([1.25, 1.25]), (0, 0)),
+    ({"translate": [0.1, 0.1]}, np.eye(2), (2.0, 1.0)),  # 10% of 20 px wide, 10 px high
+    (
+        {"rotate": [30, 30]},
+        np.array([[np.cos(_rad(30)), -np.sin(_rad(30))], [np.sin(_rad(30)), np.cos(_rad(30))]]),
+        (0, 0),
+    ),
+    ({"shear": [20, 20]}, np.array([[1.0, np.tan(_rad(20))], [0.0, 1.0]]), (0, 0)),
+]
+
+
+@pytest.mark.parametrize(("config", "a", "t"), FIXED)
+def test_each_geometric_operation_alone_is_exactly_its_affine_map(config, a, t):
+    image = _image(10, 20).astype(np.float32)
+    out = _augment(image, parse_augmentation(config))
+    np.testing.assert_allclose(out, np_affine(image, a, t), atol=1e-2)
+    assert not np.array_equal(out, image)
+
+
+def test_grayscale_alone_blends_towards_luma_by_its_strength():
+    image = _image(6, 9).astype(np.float32)
+    out = _augment(image, parse_augmentation({"grayscale": {"p": 1, "range": [0.6, 0.6]}}))
+    luma = image @ np.array([0.2989, 0.587, 0.114], np.float32)
+    np.testing.assert_allclose(out, 0.4 * image + 0.6 * luma[..., None], atol=0.1)
+    assert out.shape == image.shape
+
+
+def test_rotation_is_clockwise_and_a_quarter_turn_is_exact():
+    image = _image(7, 7).astype(np.float32)
+    out = _augment(image, parse_augmentation({"rotate": [90, 90]}))
+    np.testing.assert_allclose(out, np.rot90(image, k=-1), atol=1e-3)  # k=-1: clockwise
+
+
+IDENTITY = {"flip": 1.0, "sx": 1.0, "sy": 1.0, "tx": 0.0, "ty": 0.0, "theta": 0.0, "shear": 0.0}
+DRAWN = {
+    "flip": ["flip"],
+    "scale": ["sx", "sy"],
+    "translate": ["tx", "ty"],
+    "rotate": ["theta"],
+    "shear": ["shear"],
+    "grayscale": ["alpha"],
+}
+
+
+def _draws(settings, n: int = 400, seed: int = 5) -> dict[str, np.ndarray]:
+    """Parameters of ``n`` images, drawn inside ``Dataset.map`` as the pipeline does."""
+    seeds = np.stack([np.full(n, seed), np.arange(n)], axis=1).astype(np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
+        lambda s: draw_augmentation(s, settings)
+    )
+    draws = list(dataset.batch(n))[0]
+    return {name: value.numpy() for name, value in draws.items()}
+
+
+@pytest.mark.parametrize(
+    ("op", "config", "low", "high"),
+    [
+        ("scale", {"scale": [0.8, 1.2]}, 0.8, 1.2),
+        ("translate", {"translate": 0.1}, -0.1, 0.1),
+        ("rotate", {"rotate": 10}, -_rad(10), _rad(10)),
+        ("shear", {"shear": 5}, -_rad(5), _rad(5)),
+        ("grayscale", {"grayscale": 1.0}, 0.2, 1.0),
+    ],
+)
+def test_each_operation_alone_draws_in_its_range_and_changes_nothing_else(op, config, low, high):
+    draws = _draws(parse_augmentation(config))
+    for name in DRAWN[op]:
+        values = draws[name]
+        assert values.min() >= low - 1e-6 and values.max() <= high + 1e-6
+        assert values.max() - values.min() > 0.8 * (high - low)  # spread over the range
+    others = {**IDENTITY, "alpha": 0.0}
+    for name, identity in others.items():
+        if name not in DRAWN[op]:
+            np.testing.assert_array_equal(draws[name], identity)
+
+
+def test_probabilities_and_flip_zero_never_flips():
+    n = 2000
+    never = _draws(parse_augmentation({"flip": 0.0, "rotate": 15, "grayscale": 0.5}), n)
+    assert (never["flip"] == 1.0).all()
+    assert (_draws(parse_augmentation({"flip": 1.0}), n)["flip"] == -1.0).all()
+    for p in (0.5, 0.1):
+        settings = parse_augmentation({"flip": p, "rotate": {"p": p, "range": 10}})
+        draws = _draws(settings, n)
+        sigma = np.sqrt(n * p * (1 - p))
+        assert abs((draws["flip"] == -1).sum() - n * p) < 4 * sigma
+        assert abs((draws["theta"] != 0).sum() - n * p) < 4 * sigma
+    # On the images: flip 0 with the warp running (an identity rotation) never mirrors.
+    image = _image(8, 11).astype(np.float32)
+    settings = parse_augmentation({"flip": 0.0, "rotate": [0, 0]})
+    seeds = np.stack([np.zeros(300), np.arange(300)], axis=1).astype(np.int64)
+    outs = tf.data.Dataset.from_tensor_slices(seeds).map(
+        lambda s: augment_image(tf.constant(image), s, settings)
+    )
+    for out in outs:
+        np.testing.assert_allclose(out.numpy(), image, atol=1e-3)
+
+
+def test_max_ops_applies_a_uniform_count_of_distinct_operations():
+    """imgaug's SomeOf((0, 2)) over five operations: counts 0, 1, 2 a third of the time each,
+    each operation chosen with probability E[count] / 5 = 1 / 5; the flip stays independent."""
+    settings = parse_augmentation(
+        {"flip": 0.5, "scale": [0.8, 1.2], "translate": 0.1, "rotate": 15, "shear": 10,
+         "grayscale": 1.0, "max_ops": 2}
+    )  # fmt: skip
+    n = 3000
+    draws = _draws(settings, n)
+    applied = {
+        "scale": draws["sx"] != 1.0,
+        "translate": draws["tx"] != 0.0,
+        "rotate": draws["theta"] != 0.0,
+        "shear": draws["shear"] != 0.0,
+        "grayscale": draws["alpha"] != 0.0,
+    }
+    count = np.sum(list(applied.values()), axis=0)
+    assert count.max() == 2
+    third = np.sqrt(n * (1 / 3) * (2 / 3))
+    assert (np.abs(np.bincount(count, minlength=3) - n / 3) < 4 * third).all()
+    fifth = np.sqrt(n * 0.2 * 0.8)
+    for op, chosen in applied.items():
+        assert abs(chosen.sum() - n / 5) < 4 * fifth, op
+    assert abs((draws["flip"] == -1).sum() - n / 2) < 4 * np.sqrt(n / 4)
+    # A chosen operation still applies with its own probability.
+    halved = parse_augmentation({"rotate": {"p": 0.5, "range": 15}, "max_ops": 1})
+    rotated = (_draws(halved, n)["theta"] != 0).sum()
+    assert abs(rotated - n / 4) < 4 * np.sqrt(n * 0.25 * 0.75)  # P(count 1) * p
+
+
+def _augment_image_before_issue_17(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The pipeline's augmentation as it was before per-operation settings (frozen copy)."""
+    flip_prob, transform_prob, scale_range, max_translate = 0.5, 0.25, (0.8, 1.2), 0.1
+    max_rotate_deg, max_shear_deg, grayscale_prob, grayscale_alpha = 15.0, 10.0, 0.25, (0.2, 1.0)
+    u = tf.random.stateless_uniform([13], seed=seed, dtype=tf.float32)
+
+    def maybe(index, prob, value, identity):
+        return tf.where(u[index] < prob, value, identity)
+
+    def between(index, low, high):
+        return low + (high - low) * u[index]
+
+    deg = np.pi / 180.0
+    flip = maybe(0, flip_prob, -1.0, 1.0)
+    sx = maybe(1, transform_prob, between(2, *scale_range), 1.0)
+    sy = maybe(1, transform_prob, between(3, *scale_range), 1.0)
+    translating = u[4] < transform_prob
+    theta = maybe(6, transform_prob, between(7, -max_rotate_deg, max_rotate_deg) * deg, 0.0)
+    shear = maybe(8, transform_prob, between(9, -max_shear_deg, max_shear_deg) * deg, 0.0)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    tx = tf.where(translating, between(5, -max_translate, max_translate) * width, 0.0)
+    ty = tf.where(translating, between(10, -max_translate, max_translate) * height, 0.0)
+    cos, sin, tan = tf.cos(theta), tf.sin(theta), tf.tan(shear)
+    a00, a01 = cos * flip * sx, (cos * tan - sin) * sy
+    a10, a11 = sin * flip * sx, (sin * tan + cos) * sy
+    det = a00 * a11 - a01 * a10
+    m00, m01, m10, m11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    ox, oy = cx + tx, cy + ty
+    transform = tf.stack(
+        [m00, m01, cx - m00 * ox - m01 * oy, m10, m11, cy - m10 * ox - m11 * oy, 0.0, 0.0]
+    )
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis], transforms=transform[tf.newaxis], output_shape=shape[:2],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+    )[0]  # fmt: skip
+    alpha = maybe(11, grayscale_prob, between(12, *grayscale_alpha), 0.0)
+    out = (1.0 - alpha) * warped + alpha * tf.image.rgb_to_grayscale(warped)
+    return tf.clip_by_value(out, 0.0, 255.0)
+
+
+def test_augment_true_reproduces_the_earlier_pipeline_exactly(tmp_path):
+    image = _image(12, 15).astype(np.float32)
+    for i in range(60):
+        seed = tf.constant([3, i], tf.int64)
+        np.testing.assert_array_equal(
+            augment_image(tf.constant(image), seed).numpy(),
+            _augment_image_before_issue_17(tf.constant(image), seed).numpy(),
+        )
+    records = _coded_records(tmp_path, [c for c in range(4) for _ in range(3)])
+    kwargs = {"classes_per_batch": 2, "images_per_class": 2, "image_size": 8, "crop_mode": "pad"}
+    mapping = {
+        "flip": 0.5,
+        "scale": {"p": 0.25, "range": [0.8, 1.2]},
+        "translate": {"p": 0.25, "range": 0.1},
+        "rotate": {"p": 0.25, "range": 15},
+        "shear": {"p": 0.25, "range": 10},
+        "grayscale": {"p": 0.25, "range": [0.2, 1.0]},
+    }
+    batches = {
+        name: [x.numpy() for x, _ in train_dataset(records, seed=11, augment=a, **kwargs).take(5)]
+        for name, a in [
+            ("true", True),
+            ("mapping", parse_augmentation(mapping)),
+            ("plain", False),
+        ]
+    }
+    for step, (true, mapped, plain) in enumerate(zip(*batches.values(), strict=True)):
+        np.testing.assert_array_equal(true, mapped)
+        ids = step * 4 + np.arange(4)  # the element numbers of this batch's images
+        before = [
+            _augment_image_before_issue_17(tf.constant(x), tf.constant([12, e], tf.int64))
+            for x, e in zip(plain, ids, strict=True)
+        ]
+        np.testing.assert_array_equal(true, np.stack(before))
 
 
 def test_augment_is_deterministic_and_the_same_inside_map():
@@ -408,6 +606,8 @@ def test_augment_is_deterministic_and_the_same_inside_map():
     np.testing.assert_allclose(np.stack([x.numpy() for x in mapped]), eager, atol=1e-4)
     assert eager.min() >= 0 and eager.max() <= 255
     assert len({x.tobytes() for x in eager}) > 1  # different seeds, different images
+    off = parse_augmentation({})
+    np.testing.assert_array_equal(_augment(image, off), image)  # nothing configured: unchanged
 
 
 def test_demo_data_through_the_pipeline(demo_dataset_root):
