@@ -254,22 +254,52 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
 
 
 def evaluate(net: keras.Model, records: data.Records, config: Config, progress: bool = True):
-    """Retrieval metrics of a model on a split (the split is both query and gallery).
+    """Retrieval metrics of a model on a split.
+
+    The split is both query set and gallery (each query excluded from its own neighbours),
+    unless its records mark queries and gallery items (In-shop's test split): then its
+    queries search its gallery, as the data set's protocol prescribes.
 
     Returns:
         ``{"recall@1": ..., "precision@1": ..., "r_precision": ..., "map@r": ...,
-        "num_queries": ..., "embedding_dim": ...}``.
+        "num_queries": ..., "embedding_dim": ...}``, plus ``num_gallery`` for a query/gallery
+        split.
     """
     embeddings, labels = analysis.compute_embeddings(
         net, eval_dataset(records, config.data), progress=progress
     )
-    return analysis.retrieval_metrics(
-        embeddings,
-        labels,
-        ks=tuple(config.evaluation.ks),
-        block_size=config.evaluation.block_size,
-        method=config.evaluation.method,
+    return split_metrics(records, embeddings, labels, config)
+
+
+def split_metrics(
+    records: data.Records, embeddings: np.ndarray, labels: np.ndarray, config: Config
+) -> dict:
+    """Retrieval metrics of a split's embeddings (in record order), by the split's protocol.
+
+    Args:
+        records: the split (its ``roles`` say which images are queries and gallery items).
+        embeddings: (N, D) embeddings of ``records``, in order.
+        labels: (N,) their labels.
+        config: the configuration (``evaluation`` section).
+    """
+    options = {
+        "ks": tuple(config.evaluation.ks),
+        "block_size": config.evaluation.block_size,
+        "method": config.evaluation.method,
+    }
+    if not records.has_query_gallery:
+        return analysis.retrieval_metrics(embeddings, labels, **options)
+    query = records.roles != data.ROLE_GALLERY
+    gallery = records.roles != data.ROLE_QUERY
+    metrics = analysis.retrieval_metrics(
+        embeddings[gallery],
+        labels[gallery],
+        query_embeddings=embeddings[query],
+        query_labels=labels[query],
+        **options,
     )
+    metrics["num_gallery"] = int(gallery.sum())
+    return metrics
 
 
 def embed(

@@ -42,6 +42,7 @@ from net.data import (
     ROLE_QUERY,
     DataError,
     Records,
+    Split,
 )
 
 #: The text-file layouts read here.
@@ -608,3 +609,82 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
 
 #: The reader of each text-file layout.
 READERS = {"cub200": read_cub200, "sop": read_sop, "inshop": read_inshop}
+
+
+# --------------------------------------------------------------------------------------------
+# Split sizes against the official ones
+# --------------------------------------------------------------------------------------------
+
+
+def split_counts_table(split: Split, layout: str, images_per_class: int | None = None) -> str:
+    """A table of each split's classes and images beside the data set's official counts.
+
+    The training and validation splits together are compared with the official training
+    split; a mismatch says so (a partial download, or another version of the files).
+
+    Args:
+        split: the data set's split.
+        layout: the layout it was read with (``cars196``, ``cub200``, ``sop``, ``inshop``; any
+            other has no official counts).
+        images_per_class: K of the P x K batches, to count the training classes smaller
+            than K; None leaves that line out.
+
+    Returns:
+        The table and its notes, without a trailing newline.
+    """
+    expected = EXPECTED_COUNTS.get(layout, {})
+    train_val = Records(
+        np.concatenate([split.train.paths, split.val.paths]),
+        np.concatenate([split.train.labels, split.val.labels]),
+        np.concatenate([split.train.bboxes, split.val.bboxes]),
+        split.train.class_names,
+    )
+    rows = [("train", split.train, None), ("val", split.val, None)]
+    rows.append(("train + val", train_val, expected.get("train")))
+    rows.append(("test", split.test, expected.get("test")))
+    if split.test.has_query_gallery:
+        rows.append(("  queries", split.test.subset(split.test.roles == ROLE_QUERY), None))
+        rows.append(("  gallery", split.test.subset(split.test.roles == ROLE_GALLERY), None))
+        rows[-2] = rows[-2][:2] + (expected.get("query"),)
+        rows[-1] = rows[-1][:2] + (expected.get("gallery"),)
+    header = ("split", "classes", "images", "official classes", "official images", "")
+    lines = [header]
+    differs = False
+    for name, records, official in rows:
+        cells = [name, f"{records.num_classes:,}", f"{len(records):,}", "", "", ""]
+        if official is not None:
+            classes, images = official
+            same = images == len(records) and classes in (-1, records.num_classes)
+            differs |= not same
+            cells[3:] = [
+                f"{classes:,}" if classes >= 0 else "-",
+                f"{images:,}",
+                "ok" if same else "DIFFERS",
+            ]
+        lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(
+            [line[0].ljust(widths[0])]
+            + [c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)]
+        ).rstrip()
+        for line in lines
+    ]
+    if not expected:
+        text.append(f"(no official counts for layout {layout!r})")
+    elif differs:
+        text.append(
+            "The counts differ from the official split: a partial download, another version of "
+            "the files, or images dropped by skip_bad_images or the configured class counts."
+        )
+    else:
+        text.append("All counts match the official split.")
+    if images_per_class is not None and len(split.train):
+        _, sizes = np.unique(split.train.labels, return_counts=True)
+        small = int((sizes < images_per_class).sum())
+        if small:
+            text.append(
+                f"{small:,} of {len(sizes):,} training classes hold fewer than K = "
+                f"{images_per_class} images: a batch holds all of their images, then repeats."
+            )
+    return "\n".join(text)

@@ -16,7 +16,9 @@ every batch) and its images are seen less often. Each class walks through its im
 random order, reshuffled after each pass; a class with at least K images never repeats one
 within a batch (when fewer than K are left in a pass, the batch starts the next pass, so the
 leftovers, a different random few each pass, wait for a later pass), and a class with fewer
-than K images repeats images within a batch (sampling with replacement, in effect). All
+than K images gives all of its images and then repeats some (a new pass) to fill its K places:
+with Stanford Online Products' classes of 2-12 images and K = 2 or 4, every class group still
+holds min(n_c, K) distinct images, so at least one real positive pair. All
 randomness is stateless and derived from ``seed``, so a seed fixes the whole stream of batches.
 """
 

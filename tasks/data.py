@@ -29,15 +29,25 @@ def generate_demo(c, config_path="config.yaml", profile="demo", set_=None):
     help={"config_path": CONFIG_HELP, "profile": PROFILE_HELP, "set_": SET_HELP}, iterable=["set_"]
 )
 def check(c, config_path="config.yaml", profile=None, set_=None):
-    """Open the configured data set, check every file, and print the split sizes."""
+    """Check every file of the configured data set; print split sizes beside the official ones."""
     config = load(config_path, profile, set_)
+    import time
+
     from net import experiment
     from net.data import DataError
+    from net.layouts import detect_layout, split_counts_table
 
+    start = time.perf_counter()
     try:
+        layout = config.data.layout
+        if layout == "auto":
+            layout = detect_layout(config.data.root)
         splits = experiment.load_splits(config.data)
     except DataError as error:
         fail(f"Data check failed: {error}")
-    for name in ("train", "val", "test"):
-        records = getattr(splits, name)
-        print(f"{name:>5}: {len(records):6d} images, {records.num_classes:4d} classes")
+    seconds = time.perf_counter() - start
+    total = len(splits.train) + len(splits.val) + len(splits.test)
+    check = "decoding every image" if config.data.decode_check else "headers and end markers"
+    print(f"Data set: {layout} at {config.data.root}")
+    print(split_counts_table(splits, layout, config.data.images_per_class))
+    print(f"Read and checked {total:,} images in {seconds:.1f} s ({check}).")

@@ -59,8 +59,9 @@ def write_cub200(root: Path, images_per_class: int = 3) -> list[tuple]:
     return expected
 
 
-def write_sop(root: Path) -> list[tuple]:
-    """``root/Stanford_Online_Products/`` with 4 training and 4 test classes of 2-4 images.
+def write_sop(root: Path, test_sizes: list[int] | None = None) -> list[tuple]:
+    """``root/Stanford_Online_Products/`` with 4 training classes of 2-4 images and test
+    classes of ``test_sizes`` images (default 4 classes of 2-4).
 
     Returns:
         ``[(path, class name, box, role)]`` (no boxes: all ``-1``).
@@ -68,10 +69,10 @@ def write_sop(root: Path) -> list[tuple]:
     base = root / "Stanford_Online_Products"
     header = "image_id class_id super_class_id path"
     expected = []
-    sizes = [2, 3, 4, 2, 3, 2, 4, 2]
+    sizes = [2, 3, 4, 2, *(test_sizes or [3, 2, 4, 2])]
     categories = [("bicycle_final", 1), ("cabinet_final", 2)]
     product = 111085122870
-    for split, classes in (("train", range(1, 5)), ("test", range(5, 9))):
+    for split, classes in (("train", range(1, 5)), ("test", range(5, len(sizes) + 1))):
         lines = [header]
         image_id = 0
         for class_id in classes:
@@ -98,17 +99,17 @@ def _inshop_line(*fields: str) -> str:
     return name.ljust(_INSHOP_NAME_WIDTH) + item.ljust(_INSHOP_ITEM_WIDTH) + " ".join(rest)
 
 
-def write_inshop(root: Path, with_boxes: bool = True) -> list[tuple]:
+def write_inshop(root: Path, with_boxes: bool = True, test_items: int = 3) -> list[tuple]:
     """``root/In-shop Clothes Retrieval Benchmark/`` with 3 training items (3 images each) and
-    3 test items (2 queries, 2 gallery images each), DeepFashion's two header lines and padded
-    columns, and ``Anno/list_bbox_inshop.txt`` with zero-padded coordinates.
+    ``test_items`` test items (2 queries, 2 gallery images each), DeepFashion's two header
+    lines and padded columns, and ``Anno/list_bbox_inshop.txt`` with zero-padded coordinates.
 
     Returns:
         ``[(path, item id, box, role)]`` in file order (role 0 train, 1 query, 2 gallery).
     """
     base = root / "In-shop Clothes Retrieval Benchmark"
     rows, expected, box_rows = [], [], []
-    plan = [("train", 3)] * 3 + [("test", 4)] * 3
+    plan = [("train", 3)] * 3 + [("test", 4)] * test_items
     for number, (part, count) in enumerate(plan, start=1):
         item = f"id_{number:08d}"
         kind = "WOMEN/Dresses" if number % 2 else "MEN/Denim"

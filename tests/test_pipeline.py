@@ -336,6 +336,22 @@ def test_sampler_includes_classes_in_proportion_to_their_size():
     assert len(set(big[:39].tolist())) == 39
 
 
+@pytest.mark.parametrize("k", [2, 4])
+def test_sampler_gives_real_pairs_for_classes_smaller_than_k(k):
+    """Stanford Online Products' classes hold 2-12 images; with K = 2 or 4 every class group
+    must still hold min(n_c, K) distinct images (a class smaller than K: all of its images,
+    then repeats), so every group has at least one pair of different images."""
+    sizes = np.random.default_rng(3).integers(2, 13, size=60).tolist()
+    records = _grouped_labels_records(sizes)
+    p = 8
+    for batch in _batch_indices(records, p, k, seed=2).take(200):
+        groups = batch[0].numpy().reshape(p, k)
+        for group in groups:
+            label = records.labels[group[0]]
+            assert (records.labels[group] == label).all()
+            assert len(set(group.tolist())) == min(sizes[label], k), (group, sizes[label])
+
+
 def test_sampler_puts_classes_larger_than_n_over_p_in_every_batch():
     records = _grouped_labels_records([30, 5, 5, 5, 5])  # N / P = 50 / 2 = 25 < 30
     batches = [b.numpy() for b, _ in _batch_indices(records, 2, 2, seed=0).take(50)]
