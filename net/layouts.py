@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from net.data import (
-    IMAGE_SUFFIXES,
     NO_BOX,
     ROLE_BOTH,
     ROLE_GALLERY,
@@ -43,6 +42,7 @@ from net.data import (
     DataError,
     Records,
     Split,
+    is_image_name,
 )
 
 #: The text-file layouts read here.
@@ -215,7 +215,7 @@ def _listed_files(folder: Path) -> set[str]:
                 continue
             if entry.is_dir(follow_symlinks=True):
                 stack.append(Path(entry.path))
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            elif is_image_name(entry.name):
                 found.add(Path(entry.path).relative_to(folder).as_posix())
     return found
 
