@@ -51,6 +51,12 @@ def training(c, quick=False, args=""):
     _run(c, "training", quick, args)
 
 
+@task(help=_HELP)
+def sop(c, quick=False, args=""):
+    """SOP scale: data.check on 120,053 records; 60,502 x 1536 evaluation (exact and FAISS)."""
+    _run(c, "sop", quick, args)
+
+
 @task(name="all", help={"quick": _HELP["quick"]})
 def all_(c, quick=False):
     """Runs every benchmark, one process each, then prints their ratio lines together."""

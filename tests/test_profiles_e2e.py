@@ -119,3 +119,15 @@ def test_inshop_is_evaluated_query_to_gallery_with_no_flags(workspace, capsys):
     )
     for k, value in expected.items():
         assert metrics[f"recall@{k}"] == pytest.approx(value, abs=1e-9)
+
+
+def test_sop_scale_benchmark_runs_on_tiny_sizes(capsys):
+    """The benchmark's two parts at tiny sizes: the synthetic layout passes the real reader
+    with the official class counts it was asked for, and the evaluation's recalls rise with K."""
+    from benchmarks import sop
+
+    results = sop.main(["--quick", "--methods", "exact"])
+    assert results["check_images"] == 1100
+    recalls = [results["exact"]["metrics"][f"recall@{k}"] for k in (1, 10, 100)]
+    assert recalls == sorted(recalls) and recalls[-1] > recalls[0]
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio: ")
