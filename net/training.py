@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from net import callbacks as run_callbacks
+from net import finetuning
 from net.files import atomic_write_json as write_json  # noqa: F401 (public name)
 
 
@@ -87,6 +88,7 @@ def compile_model(
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     weight_decay: float = 0.0,
     jit_compile: bool = False,
+    backbone_learning_rate_multiplier: float = 1.0,
 ) -> None:
     """Compiles an embedding model with Adam (AdamW with weight decay) and its losses.
 
@@ -99,11 +101,21 @@ def compile_model(
         learning_rate: float or schedule.
         weight_decay: decoupled weight decay; 0 uses plain Adam.
         jit_compile: XLA-compile the train step.
+        backbone_learning_rate_multiplier: the backbone learns at this times the learning rate
+            (updates and weight decay alike; see :mod:`net.finetuning`); 0 leaves it unchanged
+            (:func:`fit` also freezes it then).
     """
+    multiplier = finetuning.check_multiplier(backbone_learning_rate_multiplier)
+    scaled = multiplier != 1.0
     if weight_decay > 0:
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        adamw = finetuning.ScaledAdamW if scaled else keras.optimizers.AdamW
+        optimizer = adamw(learning_rate=learning_rate, weight_decay=weight_decay)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        adam = finetuning.ScaledAdam if scaled else keras.optimizers.Adam
+        optimizer = adam(learning_rate=learning_rate)
+    if scaled:
+        backbone = finetuning.backbone_layer(model)
+        optimizer.set_learning_rate_multiplier(backbone.trainable_variables, multiplier)
     losses = {"embeddings": metric_loss}
     weights = {"embeddings": 1.0}
     if "logits" in output_names(model):
@@ -113,6 +125,8 @@ def compile_model(
         weights["logits"] = float(auxiliary_weight)
     model.compile(optimizer=optimizer, loss=losses, loss_weights=weights, jit_compile=jit_compile)
     # Creating the optimiser's variables before the first traced step halves tracing time.
+    # Built with every variable, the backbone's included even when it is frozen for a while,
+    # so that the optimiser's state has the same variables in every epoch.
     optimizer.build(model.trainable_variables)
 
 
