@@ -201,11 +201,14 @@ def _id_table(
 
 
 def _listed_files(folder: Path) -> set[str]:
-    """Relative POSIX paths of the image files under ``folder`` (recursively)."""
+    """Relative POSIX paths of the image files under ``folder`` (recursively).
+
+    Plain strings and ``os.scandir`` (no ``pathlib`` per file): SOP has 120,053 images.
+    """
     found: set[str] = set()
-    stack = [folder]
+    stack = [("", os.fspath(folder))]
     while stack:
-        current = stack.pop()
+        prefix, current = stack.pop()
         try:
             entries = list(os.scandir(current))
         except OSError:
@@ -214,9 +217,9 @@ def _listed_files(folder: Path) -> set[str]:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=True):
-                stack.append(Path(entry.path))
+                stack.append((f"{prefix}{entry.name}/", entry.path))
             elif is_image_name(entry.name):
-                found.add(Path(entry.path).relative_to(folder).as_posix())
+                found.add(prefix + entry.name)
     return found
 
 
@@ -261,7 +264,8 @@ def _check_image_files(
 
 
 def _relative_path(text: str) -> bool:
-    return bool(text) and not text.startswith("/") and ".." not in Path(text).parts
+    """Whether a listed path is relative and stays inside the data set's folder."""
+    return bool(text) and not text.startswith("/") and ".." not in text.split("/")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,8 +394,9 @@ def _records(
     class_names: tuple[str, ...],
 ) -> Records:
     """Records from ``(relative path, label, box[, role])`` rows."""
+    prefix = os.path.abspath(base) + os.sep
     return Records(
-        paths=np.array([str(base / row[0]) for row in rows], dtype=str).reshape(-1),
+        paths=np.array([prefix + row[0] for row in rows], dtype=str).reshape(-1),
         labels=np.array([row[1] for row in rows], dtype=np.int64),
         bboxes=np.array([row[2] for row in rows], dtype=np.int64).reshape(-1, 4),
         class_names=class_names,
@@ -441,7 +446,7 @@ def read_sop(root: str | os.PathLike) -> tuple[Records, list[str]]:
             )
         ids: dict[int, int] = {}
         for number, row in _numbered_rows(path, lines[1:], 4, problems, first_line=2):
-            image_id, class_id, super_id = (_integer(v) for v in row[:3])
+            image_id, class_id, super_id = [_integer(v) for v in row[:3]]
             if image_id is None or class_id is None or super_id is None:
                 problems.add(
                     path,
@@ -467,7 +472,7 @@ def read_sop(root: str | os.PathLike) -> tuple[Records, list[str]]:
                 )
                 continue
             first = class_files.setdefault(class_id, (path, number))
-            if first[0] != path:
+            if first[0] is not path:
                 problems.add(
                     path,
                     number,
