@@ -19,6 +19,7 @@ Other modules add backbones with `register_backbone`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import warnings
 from collections.abc import Callable
@@ -52,6 +53,10 @@ class BackboneSpec:
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
+
+
+class UnknownLayerError(ValueError):
+    """A backbone layer name (``feature_layer``) that the backbone does not have."""
 
 
 def register_backbone(name: str, spec: BackboneSpec, *, overwrite: bool = False) -> None:
@@ -96,6 +101,7 @@ def build_backbone(
     input_shape: tuple[int, int, int],
     weights: str | os.PathLike | None = None,
     last_stride: int = 2,
+    feature_layer: str | None = None,
 ) -> keras.Model:
     """Build a registered backbone as a feature-map model.
 
@@ -107,13 +113,18 @@ def build_backbone(
             ResNet-50 the Keras ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, or a
             ``.weights.h5`` saved from the same architecture).
         last_stride: Stride of the last stage, 1 or 2; 1 doubles the feature map's size.
+        feature_layer: None for the backbone's last feature map, or the name of any of its
+            layers with a 4-D output (e.g. ``"conv4_block3_out"`` of ResNet-50): the backbone
+            is cut there, and the layers after it are left out of the model. The weights are
+            loaded (and ``last_stride`` applied) before the cut.
 
     Returns:
         Model mapping (B, H, W, 3) to the feature map (B, h, w, C).
 
     Raises:
         ValueError: Unknown backbone name, ``last_stride`` not 1 or 2, unsupported weights
-            name, or a weights file that does not fit the architecture.
+            name, a weights file that does not fit the architecture, or a ``feature_layer``
+            the backbone does not have (the message lists a few valid names).
         FileNotFoundError: If ``weights`` is a path that does not exist.
     """
     spec = get_backbone_spec(name)
@@ -129,7 +140,56 @@ def build_backbone(
                 f"backbone {name!r}: weights must be one of {known}, got {weights!r} "
                 "(not an existing file either)"
             )
-    return spec.builder(input_shape=tuple(input_shape), weights=weights, last_stride=last_stride)
+    model = spec.builder(input_shape=tuple(input_shape), weights=weights, last_stride=last_stride)
+    if feature_layer is None:
+        return model
+    return cut_at_layer(model, feature_layer, backbone=name)
+
+
+def feature_layer_names(model: keras.Model) -> list[str]:
+    """Names of the layers of ``model`` that output a feature map (B, h, w, C), in order.
+
+    The input layer is not one of them.
+    """
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        shape = getattr(layer.output, "shape", None)
+        if shape is not None and len(shape) == 4:
+            names.append(layer.name)
+    return names
+
+
+def cut_at_layer(model: keras.Model, layer_name: str, *, backbone: str) -> keras.Model:
+    """The sub-model of a functional backbone from its input to one of its layers.
+
+    Args:
+        model: Functional feature-map model.
+        layer_name: Name of a layer of ``model`` with a 4-D output.
+        backbone: Backbone name, for the error message.
+
+    Returns:
+        A model of the same name mapping the input to that layer's output; it shares the
+        layers (and weights) of ``model`` and holds only those the output depends on.
+
+    Raises:
+        UnknownLayerError: If ``model`` has no such layer; the message lists a few valid names.
+    """
+    valid = feature_layer_names(model)
+    if layer_name not in valid:
+        close = difflib.get_close_matches(str(layer_name), valid, n=3)
+        # Otherwise a few names spread over the depth, the last one included (block outputs,
+        # "..._out", where the backbone names them so).
+        pool = [name for name in valid if name.endswith("_out")] or valid
+        step = max(1, len(pool) // 5)
+        examples = close or pool[::-1][::step][:5][::-1]
+        raise UnknownLayerError(
+            f"backbone {backbone!r} has no feature-map layer named {layer_name!r}; "
+            f"{'close names' if close else 'valid names include'}: {', '.join(examples)} "
+            f"({len(valid)} valid names in all)"
+        )
+    return keras.Model(model.input, model.get_layer(layer_name).output, name=model.name)
 
 
 def load_weights_file(model: keras.Model, path: str, backbone: str) -> None:

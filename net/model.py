@@ -1,6 +1,6 @@
-"""Model builders: the CGD embedding model and a simple baseline.
+"""Model builders: the CGD embedding model, a simple baseline and the seed's second model.
 
-Both builders return an uncompiled functional model with one input named ``images`` (float32 RGB
+The builders return an uncompiled functional model with one input named ``images`` (float32 RGB
 in [0, 255], shape (B, H, W, 3)) and a dict of outputs: ``embeddings`` (B, D), unit L2 norm,
 and, when ``num_classes > 0``, ``logits`` (B, num_classes) of the auxiliary classifier. The
 backbone's preprocessing is the first layer after the input, so a saved model is self-contained.
@@ -9,7 +9,16 @@ CGD head (Jun et al. 2019), for a descriptor string such as "SG" with n letters:
 
     feature map -> descriptor_i (SPoC / MAC / GeM) -> Dense(D / n, no bias) -> L2   (i = 1..n)
     concat(n branches) -> L2 -> "embeddings"
-    descriptor_1 (raw) -> BatchNorm -> Dense(num_classes) -> "logits"
+
+Auxiliary classifier (``auxiliary_head``):
+
+- ``paper`` (the CGD paper): descriptor_1 (raw) -> BatchNorm -> Dense(num_classes) -> "logits";
+- ``seed`` (the seed repository's): L2-normalised branch 1 -> Dense(num_classes, swish) ->
+  BatchNorm -> Dense(num_classes) -> "logits".
+
+The other architectures feed their head from one fixed tensor (the pooled descriptor of
+``simple``, the pre-normalisation embedding of ``conv_flatten_fc``) and ``auxiliary_head`` only
+chooses the layers.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ INPUT_NAME = "images"
 #: Output names.
 EMBEDDINGS = "embeddings"
 LOGITS = "logits"
+#: Kinds of auxiliary classification head (see the module docstring).
+AUXILIARY_HEADS = ("paper", "seed")
 
 
 def _check_positive_int(key: str, value: Any, *, allow_zero: bool = False) -> int:
@@ -43,6 +54,7 @@ def _backbone_features(
     weights: str | os.PathLike | None,
     image_size: int,
     last_stride: int,
+    feature_layer: str | None = None,
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Input, preprocessing and backbone: returns (images input, feature map (B, h, w, C))."""
     image_size = _check_positive_int("image_size", image_size)
@@ -51,13 +63,34 @@ def _backbone_features(
     images = keras.Input(shape=input_shape, name=INPUT_NAME, dtype="float32")
     x = ImagePreprocessing(**spec.preprocessing, name="preprocessing")(images)
     net = build_backbone(
-        backbone, input_shape=input_shape, weights=weights, last_stride=last_stride
+        backbone,
+        input_shape=input_shape,
+        weights=weights,
+        last_stride=last_stride,
+        feature_layer=feature_layer,
     )
     return images, net(x)
 
 
-def _logits_head(descriptor: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
-    x = keras.layers.BatchNormalization(name="auxiliary_bn")(descriptor)
+def _check_auxiliary_head(auxiliary_head: str) -> str:
+    if auxiliary_head not in AUXILIARY_HEADS:
+        raise ValueError(
+            f"auxiliary_head must be one of {list(AUXILIARY_HEADS)}, got {auxiliary_head!r}"
+        )
+    return auxiliary_head
+
+
+def _logits_head(
+    features: keras.KerasTensor, num_classes: int, auxiliary_head: str = "paper"
+) -> keras.KerasTensor:
+    """The auxiliary classifier on ``features`` (B, F): "logits" (B, num_classes), float32.
+
+    ``paper``: BatchNorm -> Dense. ``seed``: Dense(num_classes, swish) -> BatchNorm -> Dense.
+    """
+    x = features
+    if auxiliary_head == "seed":
+        x = keras.layers.Dense(num_classes, activation="swish", name="auxiliary_fc")(x)
+    x = keras.layers.BatchNormalization(name="auxiliary_bn")(x)
     return keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(x)
 
 
@@ -72,6 +105,8 @@ def build_cgd_model(
     num_classes: int = 0,
     gem_p: float = 3.0,
     trainable_gem_p: bool = False,
+    feature_layer: str | None = None,
+    auxiliary_head: str = "paper",
 ) -> keras.Model:
     """Build the CGD embedding model (uncompiled).
 
@@ -85,6 +120,9 @@ def build_cgd_model(
         num_classes: Classes of the auxiliary classifier; 0 leaves it (and "logits") out.
         gem_p: GeM exponent.
         trainable_gem_p: Learn the GeM exponent.
+        feature_layer: None (the backbone's last feature map) or the name of the backbone
+            layer whose output the descriptors pool (the backbone is cut there).
+        auxiliary_head: "paper" or "seed" (see the module docstring).
 
     Returns:
         Model with input "images" (B, H, W, 3) float32 in [0, 255] and outputs
@@ -93,13 +131,16 @@ def build_cgd_model(
 
     Raises:
         ValueError: Bad descriptor string, ``embedding_dim`` not divisible by the number of
-            descriptors, non-positive sizes, or backbone errors (see `build_backbone`).
+            descriptors, non-positive sizes, an unknown ``auxiliary_head``, or backbone errors
+            (see `build_backbone`; an unknown ``feature_layer`` raises
+            `net.backbones.UnknownLayerError`).
         FileNotFoundError: If ``weights`` names a missing file.
     """
     try:
         letters = parse_descriptors(descriptors)
     except ValueError as error:
         raise ValueError(f"descriptors: {error}") from None
+    auxiliary_head = _check_auxiliary_head(auxiliary_head)
     embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
     num_classes = _check_positive_int("num_classes", num_classes, allow_zero=True)
     if embedding_dim % len(letters):
@@ -109,16 +150,17 @@ def build_cgd_model(
         )
     branch_dim = embedding_dim // len(letters)
 
-    images, features = _backbone_features(backbone, weights, image_size, last_stride)
+    images, features = _backbone_features(backbone, weights, image_size, last_stride, feature_layer)
     branches = []
     logits = None
     for index, letter in enumerate(letters):
         kind = DESCRIPTOR_NAMES[letter]
         descriptor = global_descriptor(letter, p=gem_p, trainable_p=trainable_gem_p)(features)
-        if index == 0 and num_classes:
-            logits = _logits_head(descriptor, num_classes)
         x = keras.layers.Dense(branch_dim, use_bias=False, name=f"{kind}_fc")(descriptor)
         branches.append(L2Normalization(name=f"{kind}_l2", dtype="float32")(x))
+        if index == 0 and num_classes:
+            head_input = branches[0] if auxiliary_head == "seed" else descriptor
+            logits = _logits_head(head_input, num_classes, auxiliary_head)
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
     embeddings = L2Normalization(name=EMBEDDINGS, dtype="float32")(x)
 
@@ -140,12 +182,14 @@ def build_simple_model(
     num_classes: int = 0,
     gem_p: float = 3.0,
     trainable_gem_p: bool = False,
+    feature_layer: str | None = None,
+    auxiliary_head: str = "paper",
 ) -> keras.Model:
-    """Build the baseline embedding model (uncompiled).
+    """Build this repository's baseline embedding model (uncompiled; not the seed's).
 
     ``backbone -> pooling -> Dense(hidden) -> BatchNorm -> ReLU -> Dense(D) -> L2`` gives the
-    "embeddings"; with ``num_classes > 0`` the pooled descriptor also feeds the same auxiliary
-    classifier as CGD (BatchNorm -> Dense), so training treats both models alike.
+    "embeddings"; with ``num_classes > 0`` the pooled descriptor also feeds an auxiliary
+    classifier, so training treats every model alike.
 
     Args:
         backbone: Registered backbone name.
@@ -158,16 +202,21 @@ def build_simple_model(
         num_classes: Classes of the auxiliary classifier; 0 leaves it out.
         gem_p: GeM exponent (``pooling="G"``).
         trainable_gem_p: Learn the GeM exponent.
+        feature_layer: None or the backbone layer to pool (see `build_cgd_model`).
+        auxiliary_head: "paper" or "seed": the layers of the classifier on the pooled
+            descriptor.
 
     Returns:
         Model with input "images" and outputs {"embeddings": (B, D), "logits": (B, C)}
         ("logits" only when ``num_classes > 0``).
 
     Raises:
-        ValueError: ``pooling`` not one of S/M/G, non-positive sizes, or backbone errors.
+        ValueError: ``pooling`` not one of S/M/G, non-positive sizes, an unknown
+            ``auxiliary_head``, or backbone errors.
         FileNotFoundError: If ``weights`` names a missing file.
     """
     letters = parse_descriptors(pooling)
+    auxiliary_head = _check_auxiliary_head(auxiliary_head)
     if len(letters) != 1:
         raise ValueError(f"pooling must be one of S, M, G, got {pooling!r}")
     embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
@@ -175,7 +224,7 @@ def build_simple_model(
     if hidden_dim is not None:
         hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
 
-    images, features = _backbone_features(backbone, weights, image_size, last_stride)
+    images, features = _backbone_features(backbone, weights, image_size, last_stride, feature_layer)
     descriptor = global_descriptor(letters[0], p=gem_p, trainable_p=trainable_gem_p)(features)
     width = hidden_dim or int(features.shape[-1])
     x = keras.layers.Dense(width, name="hidden_fc")(descriptor)
@@ -184,19 +233,90 @@ def build_simple_model(
     x = keras.layers.Dense(embedding_dim, name="embedding_fc")(x)
     outputs = {EMBEDDINGS: L2Normalization(name=EMBEDDINGS, dtype="float32")(x)}
     if num_classes:
-        outputs[LOGITS] = _logits_head(descriptor, num_classes)
+        outputs[LOGITS] = _logits_head(descriptor, num_classes, auxiliary_head)
     return keras.Model(images, outputs, name=f"simple_{backbone}_{letters[0]}")
 
 
+def build_conv_flatten_fc_model(
+    *,
+    backbone: str = "resnet50",
+    weights: str | os.PathLike | None = None,
+    image_size: int = 224,
+    last_stride: int = 2,
+    embedding_dim: int = 512,
+    num_classes: int = 0,
+    reduce_filters: tuple[int, int] = (512, 128),
+    hidden_dim: int = 1024,
+    feature_layer: str | None = None,
+    auxiliary_head: str = "seed",
+) -> keras.Model:
+    """Build the seed repository's second model, ``ImagesSimilarityComputer`` (uncompiled).
+
+    No global pooling: the feature map's channels are reduced by two 1 x 1 convolutions and
+    the map is flattened, so the embedding sees where things are::
+
+        feature map -> Conv 1x1 (512, swish) -> Conv 1x1 (128, swish) -> Flatten
+          -> Dense(1024, swish) -> BatchNorm -> Dense(D) -> L2 -> "embeddings"
+        Dense(D) output -> auxiliary classifier -> "logits"
+
+    The seed used the Dense(D) output as the embedding without normalising it; here it is
+    L2-normalised like every model of this module, so that Euclidean and cosine rankings agree.
+    The flattened size, and with it the parameter count, grows with the image size (7 x 7 x 128
+    = 6,272 inputs to the Dense(1024) at 224 px with a stride-32 backbone).
+
+    Args:
+        backbone: Registered backbone name.
+        weights: Backbone weights: None, "imagenet" or a local weights file.
+        image_size: Side of the square input images, pixels.
+        last_stride: Stride of the backbone's last stage; the seed kept 2.
+        embedding_dim: Embedding dimension D (512 in the seed).
+        num_classes: Classes of the auxiliary classifier; 0 leaves it out.
+        reduce_filters: Filters of the two 1 x 1 convolutions.
+        hidden_dim: Width of the hidden Dense layer.
+        feature_layer: None or the backbone layer to use (see `build_cgd_model`).
+        auxiliary_head: "seed" (the seed's Dense(C, swish) -> BatchNorm -> Dense(C)) or "paper"
+            (BatchNorm -> Dense), both on the Dense(D) output.
+
+    Returns:
+        Model with input "images" and outputs {"embeddings": (B, D), "logits": (B, C)}
+        ("logits" only when ``num_classes > 0``).
+
+    Raises:
+        ValueError: Non-positive sizes, an unknown ``auxiliary_head``, or backbone errors.
+        FileNotFoundError: If ``weights`` names a missing file.
+    """
+    embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
+    num_classes = _check_positive_int("num_classes", num_classes, allow_zero=True)
+    hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
+    filters = [_check_positive_int("reduce_filters", f) for f in reduce_filters]
+    auxiliary_head = _check_auxiliary_head(auxiliary_head)
+
+    images, x = _backbone_features(backbone, weights, image_size, last_stride, feature_layer)
+    for index, width in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(width, 1, activation="swish", name=f"reduce{index}_conv")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(hidden_dim, activation="swish", name="hidden_fc")(x)
+    x = keras.layers.BatchNormalization(name="hidden_bn")(x)
+    x = keras.layers.Dense(embedding_dim, name="embedding_fc")(x)
+    outputs = {EMBEDDINGS: L2Normalization(name=EMBEDDINGS, dtype="float32")(x)}
+    if num_classes:
+        outputs[LOGITS] = _logits_head(x, num_classes, auxiliary_head)
+    return keras.Model(images, outputs, name=f"conv_flatten_fc_{backbone}")
+
+
 #: Architecture name -> builder, for `build_model`.
-ARCHITECTURES = {"cgd": build_cgd_model, "simple": build_simple_model}
+ARCHITECTURES = {
+    "cgd": build_cgd_model,
+    "simple": build_simple_model,
+    "conv_flatten_fc": build_conv_flatten_fc_model,
+}
 
 
 def build_model(architecture: str, **kwargs: Any) -> keras.Model:
     """Build a model by architecture name.
 
     Args:
-        architecture: "cgd" or "simple".
+        architecture: "cgd", "simple" or "conv_flatten_fc".
         **kwargs: Keyword arguments of the chosen builder.
 
     Returns:

@@ -6,7 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from net.backbones import BACKBONES, build_backbone, get_backbone_spec
+from net.backbones import (
+    BACKBONES,
+    UnknownLayerError,
+    build_backbone,
+    cut_at_layer,
+    feature_layer_names,
+    get_backbone_spec,
+)
 from net.layers import ImagePreprocessing
 
 SIZE = 64  # small input: ResNet-50 maps 64 px to 2 x 2 (stride 32) or 4 x 4 (stride 16)
@@ -110,3 +117,56 @@ def test_bad_arguments():
         build_backbone("small_cnn", input_shape=(32, 32, 3), weights="imagenet")
     with pytest.raises(ValueError, match="last_stride"):
         build_backbone("small_cnn", input_shape=(32, 32, 3), last_stride=3)
+
+
+@pytest.mark.parametrize("last_stride", [1, 2])
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_feature_layer_cuts_every_backbone_where_asked(name, last_stride):
+    """The cut model computes exactly the full model's map at that layer, holds fewer
+    weights, and keeps last_stride's effect on the layers before the cut."""
+    shape = (32, 32, 3)
+    full = build_backbone(name, input_shape=shape, last_stride=last_stride)
+    names = feature_layer_names(full)
+    layer = names[len(names) * 3 // 4]  # well inside the network
+    cut = build_backbone(name, input_shape=shape, last_stride=last_stride, feature_layer=layer)
+    assert cut.output.shape == full.get_layer(layer).output.shape
+    assert cut.count_params() < full.count_params()
+    # Same weights in the shared layers, same output as the full model's layer.
+    for cut_layer in cut.layers:
+        if cut_layer.weights:
+            cut_layer.set_weights(full.get_layer(cut_layer.name).get_weights())
+    images = np.random.default_rng(3).normal(size=(2, *shape)).astype(np.float32)
+    probe = keras.Model(full.input, full.get_layer(layer).output)
+    np.testing.assert_allclose(cut(images), probe(images), rtol=1e-5, atol=1e-5)
+    # Cutting at the last layer keeps the whole backbone.
+    assert cut_at_layer(full, names[-1], backbone=name).count_params() == full.count_params()
+
+
+def test_feature_layer_after_the_last_stride_sees_it():
+    """ResNet-50 cut at conv5_block1_out: 4 x 4 at 64 px with last_stride 1, 2 x 2 with 2."""
+    sides = [
+        build_backbone(
+            "resnet50",
+            input_shape=(SIZE, SIZE, 3),
+            last_stride=stride,
+            feature_layer="conv5_block1_out",
+        ).output.shape[1]
+        for stride in (1, 2)
+    ]
+    assert sides == [4, 2]
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_unknown_feature_layer_is_one_line_listing_valid_names(name):
+    with pytest.raises(UnknownLayerError) as info:
+        build_backbone(name, input_shape=(SIZE, SIZE, 3), feature_layer="no_such_layer")
+    message = str(info.value)
+    assert "\n" not in message and "'no_such_layer'" in message and repr(name) in message
+    model = build_backbone(name, input_shape=(SIZE, SIZE, 3))
+    listed = message.split(": ", 1)[1].split(" (")[0].split(", ")
+    assert 1 <= len(listed) <= 5 and set(listed) <= set(feature_layer_names(model))
+
+
+def test_feature_layer_typo_suggests_close_names():
+    with pytest.raises(UnknownLayerError, match="close names: conv4_block3_out"):
+        build_backbone("resnet50", input_shape=(SIZE, SIZE, 3), feature_layer="conv4_block3_ot")

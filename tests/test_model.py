@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -14,6 +15,7 @@ from net.losses import (
 )
 from net.model import (
     build_cgd_model,
+    build_conv_flatten_fc_model,
     build_model,
     build_simple_model,
     embedding_model,
@@ -146,8 +148,64 @@ def test_build_model_dispatch():
     assert cgd.get_layer("spoc") is not None
     simple = build_model("simple", backbone="small_cnn", image_size=SIZE, embedding_dim=8)
     assert simple.get_layer("hidden_fc") is not None
-    with pytest.raises(ValueError, match=r"'mlp'.*cgd.*simple"):
+    seed2 = build_model("conv_flatten_fc", backbone="small_cnn", image_size=SIZE, embedding_dim=8)
+    assert seed2.get_layer("flatten") is not None
+    with pytest.raises(ValueError, match=r"'mlp'.*cgd.*conv_flatten_fc.*simple"):
         build_model("mlp")
+
+
+def test_seed_auxiliary_head_reads_the_normalised_first_branch():
+    """auxiliary_head="seed": l2(spoc branch) -> Dense(C, swish) -> BN -> Dense(C) -> logits;
+    "paper": raw spoc -> BN -> Dense(C)."""
+    seed = build_cgd_model(
+        backbone="small_cnn",
+        image_size=SIZE,
+        descriptors="SM",
+        embedding_dim=16,
+        num_classes=5,
+        auxiliary_head="seed",
+    )
+    fc, bn, logits = (seed.get_layer(n) for n in ("auxiliary_fc", "auxiliary_bn", "logits"))
+    assert _producer(fc.input) == "spoc_l2"
+    assert fc.units == 5 and fc.activation is keras.activations.swish
+    assert _producer(bn.input) == "auxiliary_fc" and _producer(logits.input) == "auxiliary_bn"
+    assert logits.units == 5 and logits.activation.__name__ == "linear"
+    paper = build_cgd_model(
+        backbone="small_cnn", image_size=SIZE, descriptors="SM", embedding_dim=16, num_classes=5
+    )
+    assert _producer(paper.get_layer("auxiliary_bn").input) == "spoc"
+    assert "auxiliary_fc" not in [layer.name for layer in paper.layers]
+    with pytest.raises(ValueError, match="auxiliary_head"):
+        build_cgd_model(backbone="small_cnn", image_size=SIZE, auxiliary_head="softmax")
+
+
+def test_conv_flatten_fc_is_the_seeds_second_model():
+    """The seed's ImagesSimilarityComputer on the small CNN at 64 px (2 x 2 x 256 map):
+    conv 1x1 256 -> 512 (131,584 = 256 * 512 + 512), 512 -> 128 (65,664), flatten 2 * 2 * 128
+    = 512, Dense 1024 (525,312), BN (4,096), Dense 512 (524,800)."""
+    model = build_conv_flatten_fc_model(
+        backbone="small_cnn", image_size=SIZE, last_stride=2, embedding_dim=512, num_classes=3
+    )
+    counts = {
+        name: model.get_layer(name).count_params()
+        for name in ("reduce1_conv", "reduce2_conv", "hidden_fc", "hidden_bn", "embedding_fc")
+    }
+    assert counts == {
+        "reduce1_conv": 131_584,
+        "reduce2_conv": 65_664,
+        "hidden_fc": 525_312,
+        "hidden_bn": 4_096,
+        "embedding_fc": 524_800,
+    }
+    for name in ("reduce1_conv", "reduce2_conv", "hidden_fc"):
+        assert model.get_layer(name).activation is keras.activations.swish
+    assert model.get_layer("reduce1_conv").kernel_size == (1, 1)
+    assert tuple(model.get_layer("flatten").output.shape) == (None, 512)
+    # The seed's auxiliary head, on the Dense(512) output.
+    assert _producer(model.get_layer("auxiliary_fc").input) == "embedding_fc"
+    out = model(_images(2))
+    assert out["embeddings"].shape == (2, 512) and out["logits"].shape == (2, 3)
+    np.testing.assert_allclose(np.linalg.norm(out["embeddings"], axis=1), 1.0, atol=1e-5)
 
 
 def test_hap2s_training_step_on_small_cnn():
@@ -214,6 +272,50 @@ def test_resnet_cgd_save_load_round_trip(resnet_cgd, tmp_path):
         loaded.predict(images, verbose=0)["logits"], resnet_cgd.predict(images, verbose=0)["logits"]
     )
     assert tuple(loaded.get_layer("resnet50").output.shape) == (None, 4, 4, 2048)
+
+
+@pytest.mark.slow
+def test_seed_profile_model_structure():
+    """The seed profile's model (weights null) at 64 px: ResNet-50 tapped at conv4_block3_out
+    (1024 channels), S, M, G each Dense(1024 -> 512, no bias) and L2, concatenated to 1536, and
+    the seed's auxiliary head on the normalised SPoC branch for the 88 training classes.
+
+    Parameters, by hand: the three branches 3 * 1024 * 512 = 1,572,864; the head Dense(512 ->
+    88) 45,144, BatchNorm(88) 352, Dense(88 -> 88) 7,832; GeM's p (a fixed weight) 1; plus the
+    backbone, counted on Keras' own ResNet-50 cut at the same layer (5,223,808). Total
+    6,850,001, independent of the image size.
+    """
+    from pathlib import Path
+
+    from net.config import load_config
+    from net.experiment import build_model as build_configured
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config.yaml", profile="seed")
+    model_config = dataclasses.replace(config.model, weights=None)
+    num_classes = config.data.num_train_classes - config.data.num_val_classes
+    assert num_classes == 88
+    model = build_configured(model_config, image_size=SIZE, num_classes=num_classes)
+
+    backbone = model.get_layer("resnet50")
+    assert backbone.layers[-1].name == "conv4_block3_out"
+    assert tuple(backbone.output.shape) == (None, 4, 4, 1024)  # stride 16 at 64 px
+    for kind in ("spoc", "mac", "gem"):
+        fc = model.get_layer(f"{kind}_fc")
+        assert (fc.kernel.shape, fc.use_bias) == ((1024, 512), False)
+        assert _producer(model.get_layer(f"{kind}_l2").input) == f"{kind}_fc"
+    assert model.get_layer("gem").initial_p == 3.0
+    assert tuple(model.get_layer("embeddings").output.shape) == (None, 1536)
+    assert _producer(model.get_layer("auxiliary_fc").input) == "spoc_l2"
+    assert model.get_layer("auxiliary_fc").activation is keras.activations.swish
+    assert model.get_layer("logits").units == 88
+
+    keras_resnet = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
+    keras_cut = keras.Model(keras_resnet.input, keras_resnet.get_layer("conv4_block3_out").output)
+    assert keras_cut.count_params() == backbone.count_params() == 5_223_808
+    head = 3 * 1024 * 512 + (512 * 88 + 88) + 4 * 88 + (88 * 88 + 88) + 1
+    assert model.count_params() == backbone.count_params() + head == 6_850_001
 
 
 def test_embedding_model_requires_embeddings_layer():
