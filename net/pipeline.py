@@ -9,10 +9,13 @@ backbone happens inside the model.
 Training sampler (:func:`train_dataset`): every batch holds ``P = classes_per_batch`` distinct
 classes, laid out as P groups of ``K = images_per_class`` consecutive images. Each batch draws
 its P classes afresh by systematic sampling (a random class order, then P equally spaced points
-on the cumulative inclusion probabilities), which includes class ``c`` with probability
-``pi_c = P * n_c / N`` exactly (``n_c`` its images, ``N`` all images), so every image is seen
-equally often in expectation; a class larger than ``N / P`` is capped at ``pi_c = 1`` (in
-every batch) and its images are seen less often. Each class walks through its images in a
+on the cumulative inclusion probabilities). With ``class_sampling="proportional"`` (the
+default) this includes class ``c`` with probability ``pi_c = P * n_c / N`` exactly (``n_c`` its
+images, ``N`` all images), so every image is seen equally often in expectation; a class larger
+than ``N / P`` is capped at ``pi_c = 1`` (in every batch) and its images are seen less often.
+With ``class_sampling="uniform"`` (the seed's) every class is included with probability
+``P / C`` (``C`` classes), whatever its size, so images of small classes are seen more often.
+Each class walks through its images in a
 random order, reshuffled after each pass; a class with at least K images never repeats one
 within a batch (when fewer than K are left in a pass, the batch starts the next pass, so the
 leftovers, a different random few each pass, wait for a later pass), and a class with fewer
@@ -36,6 +39,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 #: Crop modes of :func:`load_image`.
 CROP_MODES = ("bbox", "pad", "none")
+#: How the training sampler draws the classes of a batch (see the module docstring).
+CLASS_SAMPLING = ("proportional", "uniform")
 
 
 def check_crop_mode(crop_mode: str, allowed: tuple[str, ...] = CROP_MODES) -> None:
@@ -360,18 +365,29 @@ def steps_per_epoch(records: Records, classes_per_batch: int, images_per_class: 
     return max(1, len(records) // (classes_per_batch * images_per_class))
 
 
-def inclusion_probabilities(class_sizes: np.ndarray, classes_per_batch: int) -> np.ndarray:
-    """Per-batch inclusion probabilities of the classes: proportional to size, capped at 1.
+def inclusion_probabilities(
+    class_sizes: np.ndarray, classes_per_batch: int, class_sampling: str = "proportional"
+) -> np.ndarray:
+    """Per-batch inclusion probabilities of the classes.
 
     Args:
         class_sizes: (C,) number of images of each class.
         classes_per_batch: P, at most C.
+        class_sampling: ``"proportional"`` (to class size, capped at 1) or ``"uniform"``.
 
     Returns:
-        (C,) float64 probabilities ``pi_c = min(1, s * n_c)`` summing to P, where the scale
-        ``s`` is found by repeatedly capping the largest classes at 1 and rescaling the rest.
+        (C,) float64 probabilities summing to P. Proportional: ``pi_c = min(1, s * n_c)``,
+        where the scale ``s`` is found by repeatedly capping the largest classes at 1 and
+        rescaling the rest. Uniform: ``pi_c = P / C``.
+
+    Raises:
+        ValueError: for an unknown ``class_sampling``.
     """
+    if class_sampling not in CLASS_SAMPLING:
+        raise ValueError(f"Unknown class_sampling {class_sampling!r}; use one of {CLASS_SAMPLING}")
     sizes = np.asarray(class_sizes, dtype=np.float64)
+    if class_sampling == "uniform":
+        return np.full(len(sizes), classes_per_batch / len(sizes))
     capped = np.zeros(len(sizes), dtype=bool)
     while not capped.all():
         free = classes_per_batch - capped.sum()
@@ -383,7 +399,11 @@ def inclusion_probabilities(class_sizes: np.ndarray, classes_per_batch: int) -> 
 
 
 def _batch_indices(
-    records: Records, classes_per_batch: int, images_per_class: int, seed: int
+    records: Records,
+    classes_per_batch: int,
+    images_per_class: int,
+    seed: int,
+    class_sampling: str = "proportional",
 ) -> tf.data.Dataset:
     """An infinite dataset of P x K record-index batches (see the module docstring).
 
@@ -395,7 +415,9 @@ def _batch_indices(
     grouped = tf.constant(np.argsort(inverse, kind="stable"), tf.int64)  # indices by class
     offsets = tf.constant(np.cumsum(counts) - counts, tf.int64)
     sizes = tf.constant(counts, tf.int64)
-    inclusion = tf.constant(inclusion_probabilities(counts, classes_per_batch), tf.float64)
+    inclusion = tf.constant(
+        inclusion_probabilities(counts, classes_per_batch, class_sampling), tf.float64
+    )
     num_classes, p, k = len(classes), classes_per_batch, images_per_class
 
     def step(cursors: tf.Tensor, batch: tf.Tensor) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
@@ -449,6 +471,7 @@ def train_dataset(
     augment: bool | Augmentation | None = True,
     seed: int | None = None,
     cache: bool = False,
+    class_sampling: str = "proportional",
 ) -> tf.data.Dataset:
     """An infinite stream of class-balanced P x K training batches.
 
@@ -466,16 +489,20 @@ def train_dataset(
         seed: fixes the batches and augmentations; None draws one at random.
         cache: decode and resize every image once, up front, and keep them in memory as uint8
             (N * S * S * 3 bytes: 2.4 GB for 16k images at 224 px); for small data sets.
+        class_sampling: ``"proportional"`` (classes drawn in proportion to their size) or
+            ``"uniform"`` (every class equally likely; see the module docstring).
 
     Returns:
         Dataset of ``(images, labels)``: (P*K, S, S, 3) float32 RGB in [0, 255] and (P*K,)
         int32, image ``i`` of class group ``j`` at position ``j * K + i``.
 
     Raises:
-        ValueError: for bad batch sizes or crop mode.
+        ValueError: for bad batch sizes, crop mode or class sampling.
     """
     _check_batch_shape(records, classes_per_batch, images_per_class)
     check_crop_mode(crop_mode)
+    if class_sampling not in CLASS_SAMPLING:
+        raise ValueError(f"Unknown class_sampling {class_sampling!r}; use one of {CLASS_SAMPLING}")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31 - 1))
     seed = int(seed)
@@ -500,7 +527,7 @@ def train_dataset(
 
     batch_size = classes_per_batch * images_per_class
     return (
-        _batch_indices(records, classes_per_batch, images_per_class, seed)
+        _batch_indices(records, classes_per_batch, images_per_class, seed, class_sampling)
         .unbatch()
         .map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)

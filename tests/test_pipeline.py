@@ -352,6 +352,38 @@ def test_sampler_gives_real_pairs_for_classes_smaller_than_k(k):
             assert len(set(group.tolist())) == min(sizes[label], k), (group, sizes[label])
 
 
+def test_uniform_class_sampling_ignores_class_sizes():
+    """Plain counts over 1,000 batches: with uniform sampling every class of sizes 2 .. 40 is
+    in a batch with probability P / C = 2 / 8 = 0.25; proportional sampling would put the class
+    of 40 images in 80% of the batches and the class of 2 in 4%."""
+    np.testing.assert_allclose(inclusion_probabilities([1, 1, 2, 6], 2, "uniform"), [0.5] * 4)
+    with pytest.raises(ValueError, match="class_sampling 'random'"):
+        inclusion_probabilities([1, 2], 1, "random")
+    sizes = [2, 5, 10, 20, 40, 7, 13, 3]
+    records = _grouped_labels_records(sizes)
+    p, k, steps = 2, 3, 1000
+    dataset = _batch_indices(records, p, k, seed=1, class_sampling="uniform").take(steps)
+    included = np.zeros(len(sizes))
+    for batch, _ in dataset:
+        groups = records.labels[batch.numpy()].reshape(p, k)
+        assert len(set(groups[:, 0])) == p and (groups == groups[:, :1]).all()
+        included[groups[:, 0]] += 1
+    sigma = np.sqrt(steps * 0.25 * 0.75)  # Binomial(1000, 0.25): mean 250, sigma 13.7
+    assert (np.abs(included - 250) < 4 * sigma).all(), included
+
+
+def test_train_dataset_rejects_an_unknown_class_sampling(tmp_path):
+    records = _coded_records(tmp_path, [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="class_sampling 'sizes'"):
+        train_dataset(
+            records,
+            classes_per_batch=2,
+            images_per_class=2,
+            image_size=32,
+            class_sampling="sizes",
+        )
+
+
 def test_sampler_puts_classes_larger_than_n_over_p_in_every_batch():
     records = _grouped_labels_records([30, 5, 5, 5, 5])  # N / P = 50 / 2 = 25 < 30
     batches = [b.numpy() for b, _ in _batch_indices(records, 2, 2, seed=0).take(50)]
