@@ -34,6 +34,20 @@ ENV PYTHONPATH=/app \
     RUFF_CACHE_DIR=/tmp/ruff_cache
 WORKDIR /app
 
+# The shell as the seed's image had it: git, and tab completion of invoke's tasks in interactive
+# bash shells (`invoke ml.<TAB>`). The completion script is invoke's own; bash-completion loads
+# everything under /etc/bash_completion.d from /etc/bash.bashrc. /app is marked safe for git,
+# since the baked-in code belongs to root and a mounted working tree (--mount-code) to the host
+# user, neither of them the container user as git sees it.
+RUN set -eux; \
+    apt-get update; \
+    apt-get install --yes --no-install-recommends bash-completion git; \
+    rm -rf /var/lib/apt/lists/*; \
+    mkdir -p /etc/bash_completion.d; \
+    invoke --print-completion-script bash > /etc/bash_completion.d/invoke; \
+    echo '[ -f /usr/share/bash-completion/bash_completion ] && . /usr/share/bash-completion/bash_completion' >> /etc/bash.bashrc; \
+    git config --system --add safe.directory /app
+
 # Development tools (pytest, ruff, dockerfile) so the tests can run on the GPU machine. The
 # requirement files come before the code so that this layer is cached across code changes;
 # requirements.txt is a constraint, so nothing installed in the base image changes version.

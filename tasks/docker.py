@@ -11,7 +11,8 @@ Two images, built from the repository root as build context:
 ``run`` starts a container of the app image with the data and output directories named in the
 configuration file mounted where the configuration points inside the container, the GPUs when
 the host has any, and the host user's uid/gid, so everything written to the outputs belongs to
-the host user (no ``sudo chmod`` afterwards).
+the host user (no ``sudo chmod`` afterwards). ``run --mount-code`` also mounts the working tree
+over the baked-in code at ``/app`` (read-write), so edits on the host need no image rebuild.
 
 Every task prints the exact ``docker`` command before running it; ``--dry-run`` only prints it.
 """
@@ -110,8 +111,14 @@ def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None)
     path = Path(config_path)
     if not path.is_file():
         raise FileNotFoundError(f"configuration file not found: {path}")
-    with path.open() as stream:
-        config = yaml.safe_load(stream)
+    try:
+        with path.open() as stream:
+            config = yaml.safe_load(stream)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {config!r}")
     overlay = {}
@@ -260,6 +267,15 @@ def config_mounts(
             ("output.root", output_root, False),
         )
     ] + [Mount(config_dir / Path(config_path).name, config_target, True, "config", "")]
+
+
+def code_mount() -> Mount:
+    """The working tree mounted over the baked-in code at ``/app``, read-write.
+
+    The container runs as the host user, who owns the working tree, so the container may write
+    it; a code change then needs no image rebuild (the seed's edit-run loop).
+    """
+    return Mount(REPO_ROOT, CONTAINER_WORKDIR, False, "code", str(REPO_ROOT))
 
 
 def gpu_flags(gpus: str) -> list[str]:
@@ -413,6 +429,8 @@ def build_app_container(
         "tag": f"Tag of the app image (default {DEFAULT_APP_TAG}).",
         "data-read-only": "Mount the data directory read-only (default; --no-data-read-only to "
         "let the container write it).",
+        "mount-code": "Mount the working tree at /app (read-write) instead of using the code "
+        "baked into the image: code changes need no rebuild.",
         "dry-run": "Only print the docker command.",
     }
 )
@@ -424,19 +442,27 @@ def run(
     command: str | None = None,
     tag: str = DEFAULT_APP_TAG,
     data_read_only: bool = True,
+    mount_code: bool = False,
     dry_run: bool = False,
 ):
     """Run a command (or a shell) in the app container with GPUs, data and outputs mounted."""
-    mounts = config_mounts(config_path, profile, data_read_only)
-    args = run_command(mounts=mounts, gpus=gpus, command=command, tag=tag)
-    if not dry_run:
+    from invoke.exceptions import Exit
+
+    try:
+        mounts = config_mounts(config_path, profile, data_read_only)
         data, output = mounts[0], mounts[1]
+        if mount_code:
+            mounts.insert(0, code_mount())  # first: the data, outputs and file go on top of it
+        args = run_command(mounts=mounts, gpus=gpus, command=command, tag=tag)
+        if not dry_run and not data.source.is_dir() and data.read_only:
+            raise FileNotFoundError(
+                f"{config_path}: {data.key} {data.configured!r} -> {data.source} does not "
+                "exist; download or generate the data first"
+            )
+    except (FileNotFoundError, ValueError) as error:
+        raise Exit(f"docker.run: {error}", code=2) from None
+    if not dry_run:
         if not data.source.is_dir():
-            if data.read_only:
-                raise FileNotFoundError(
-                    f"{config_path}: {data.key} {data.configured!r} -> {data.source} does not "
-                    "exist; download or generate the data first"
-                )
             data.source.mkdir(parents=True)
         # Created here, by the host user: docker refuses a missing --mount source.
         output.source.mkdir(parents=True, exist_ok=True)

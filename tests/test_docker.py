@@ -18,6 +18,7 @@ import dockerfile
 import pytest
 import yaml
 from invoke import Collection, MockContext, Program, Result
+from invoke.exceptions import Exit
 
 import tasks.docker as docker_tasks
 
@@ -455,6 +456,28 @@ def test_run_through_the_invoke_command_line(host, repo, capsys):
     assert capsys.readouterr().out.strip() == expected
 
 
+def test_mount_code_mounts_the_working_tree_at_app_first(host, repo, capsys):
+    """--mount-code: the working tree read-write at /app, before (so under) the other mounts;
+    without it the code baked into the image is used."""
+    root, outputs = repo
+    c = MockContext(run={})
+    docker_tasks.run(c, gpus="none", mount_code=True, dry_run=True)
+    printed = capsys.readouterr().out.strip()
+    baked = _expected_run(root, outputs, "", "")
+    code = f"--mount type=bind,source={root},target=/app "
+    assert printed == baked.replace("--mount ", code + "--mount ", 1)
+    assert ",readonly" not in code
+    docker_tasks.run(c, gpus="none", dry_run=True)
+    assert capsys.readouterr().out.strip() == baked
+
+
+def test_mount_code_through_the_invoke_command_line(host, repo, capsys):
+    root, _ = repo
+    program = Program(namespace=Collection(docker=Collection.from_module(docker_tasks)))
+    program.run(["invoke", "docker.run", "--mount-code", "--gpus", "none", "--dry-run"], exit=False)
+    assert f"--mount type=bind,source={root},target=/app " in capsys.readouterr().out
+
+
 def test_every_task_documents_its_options():
     """Help texts as `invoke --help` shows them, read in a fresh process.
 
@@ -478,22 +501,28 @@ def test_every_task_documents_its_options():
     assert {"config_path", "gpus", "command"} <= set(documented["run"][1])
 
 
+def _run_error(**kwargs) -> str:
+    """The one-line message with which docker.run stops (exit code 2, no traceback)."""
+    with pytest.raises(Exit) as info:
+        docker_tasks.run(MockContext(run={}), **kwargs)
+    assert info.value.code == 2 and "\n" not in info.value.message
+    return info.value.message
+
+
 def test_run_errors_name_the_file_and_key(host, repo, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {root: data}\noutput: {}\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml: key 'output\.root'"):
-        docker_tasks.run(MockContext(run={}), config_path=str(bad), dry_run=True)
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        docker_tasks.run(MockContext(run={}), config_path="missing.yaml", dry_run=True)
-    with pytest.raises(ValueError, match="gpus='2x'"):
-        docker_tasks.run(MockContext(run={}), gpus="2x", dry_run=True)
+    assert re.search(r"bad\.yaml: key 'output\.root'", _run_error(config_path=str(bad)))
+    assert "missing.yaml" in _run_error(config_path="missing.yaml", dry_run=True)
+    assert "gpus='2x'" in _run_error(gpus="2x", dry_run=True)
+    bad.write_text("data: [unclosed\n")
+    assert f"{bad}: not valid YAML at line 2, column 1: " in _run_error(config_path=str(bad))
 
 
 def test_run_refuses_missing_data_and_mounts_over_the_code(host, repo):
     root, _ = repo
     (root / "data" / "cars196").rmdir()
-    with pytest.raises(FileNotFoundError, match="data.root 'data/cars196'"):
-        docker_tasks.run(MockContext(run={}), gpus="none")
+    assert "data.root 'data/cars196'" in _run_error(gpus="none")
     for configured in (".", "/", "..", "net/../."):
         with pytest.raises(ValueError, match="would hide the code"):
             docker_tasks.container_path(configured)
@@ -590,3 +619,44 @@ def test_gpu_detection_looks_for_nvidia_smi_or_device(monkeypatch):
     assert not docker_tasks.host_has_nvidia_gpu()
     monkeypatch.setattr(docker_tasks.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert docker_tasks.host_has_nvidia_gpu()
+
+
+def test_app_has_git_and_invoke_tab_completion(tmp_path):
+    """The app image installs git and bash-completion, writes invoke's completion script where
+    bash-completion loads it, and sources bash-completion from /etc/bash.bashrc. The step runs
+    here with apt-get stubbed and /etc redirected; the script it writes then completes invoke's
+    tasks in a real bash."""
+    steps = _interpret(APP_DOCKERFILE)["steps"]
+    i = _index(steps, lambda ins: ins.cmd == "RUN" and "bash-completion" in ins.value[0])
+    script = steps[i][0].value[0]
+    assert re.search(r"apt-get install [^;]*\bbash-completion\b[^;]*\bgit\b", script)
+    assert i < _index(steps, lambda ins: ins.cmd == "USER")  # installed as root
+    bin_dir, etc = tmp_path / "bin", tmp_path / "etc"
+    bin_dir.mkdir()
+    etc.mkdir()
+    for name, body in (
+        ("apt-get", "exit 0"),
+        ("git", 'echo "$@" > "$ETC/git-args"'),
+        ("invoke", f'exec {sys.executable} -m invoke "$@"'),
+    ):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = script.replace("/etc/", f"{etc}/").replace("rm -rf /var/lib/apt/lists/*", "true")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "ETC": str(etc)}
+    done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "/usr/share/bash-completion/bash_completion" in (etc / "bash.bashrc").read_text()
+    assert (etc / "git-args").read_text().split() == [
+        "config", "--system", "--add", "safe.directory", "/app",
+    ]  # fmt: skip
+    completion = etc / "bash_completion.d" / "invoke"
+    probe = (
+        f"source {completion}; complete -p invoke; "
+        "COMP_WORDS=(invoke docker.ru); COMP_CWORD=1; _complete_invoke invoke docker.ru; "
+        'echo "${COMPREPLY[@]}"'
+    )
+    shell = subprocess.run(
+        ["bash", "-c", probe], cwd=ROOT, env={**env, "PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "_complete_invoke" in shell.stdout and "docker.run" in shell.stdout, shell
