@@ -57,6 +57,9 @@ class DataConfig:
             seed), or ``none`` (plain resize).
         classes_per_batch: P of a P x K training batch.
         images_per_class: K of a P x K training batch.
+        class_sampling: how the P classes of a batch are drawn: ``proportional`` (each class
+            with probability proportional to its size, so every image is seen about equally
+            often) or ``uniform`` (every class equally likely, as the seed did).
         eval_batch_size: batch size for embedding extraction.
         augment: training augmentation: ``true`` (the defaults: flip, scale, translate,
             rotate, shear, grayscale), ``false``, or a mapping of operations to settings, e.g.
@@ -77,6 +80,7 @@ class DataConfig:
     crop: Literal["bbox", "pad", "none"]
     classes_per_batch: int
     images_per_class: int
+    class_sampling: Literal["proportional", "uniform"]
     eval_batch_size: int
     augment: bool | dict[str, Any]
     cache: bool
@@ -94,25 +98,33 @@ class ModelConfig:
     """The embedding network.
 
     Attributes:
-        architecture: ``cgd`` (combination of global descriptors) or ``simple`` (the baseline).
+        architecture: ``cgd`` (combination of global descriptors), ``simple`` (this
+            repository's baseline) or ``conv_flatten_fc`` (the seed's second model: 1 x 1
+            convolutions, flatten, dense layers).
         backbone: registered backbone name (``resnet50``, ``small_cnn``, ``efficientnet_lite0``).
         weights: ``imagenet``, a local weights file, or ``None`` (random initialisation).
         last_stride: 1 removes the last stage's downsampling (the CGD paper), 2 keeps it.
+        feature_layer: ``None`` (the backbone's last feature map) or the name of a backbone
+            layer to cut the backbone at (the seed: ``conv4_block3_out`` of ResNet-50).
         descriptors: CGD descriptor letters (S = SPoC, M = MAC, G = GeM); the first feeds the
             auxiliary classification head.
+        auxiliary_head: ``paper`` (BatchNorm -> Dense on the first raw descriptor) or ``seed``
+            (Dense(classes, swish) -> BatchNorm -> Dense on the first L2-normalised branch).
         embedding_dim: total embedding dimension, divisible by the number of descriptors.
         gem_p: GeM's power.
         trainable_gem_p: learn GeM's power.
     """
 
-    architecture: Literal["cgd", "simple"]
+    architecture: Literal["cgd", "simple", "conv_flatten_fc"]
     backbone: str
     weights: str | None
     last_stride: Literal[1, 2]
+    feature_layer: str | None
     descriptors: str
     embedding_dim: int
     gem_p: float
     trainable_gem_p: bool
+    auxiliary_head: Literal["paper", "seed"]
 
 
 @dataclass(frozen=True)
@@ -263,7 +275,10 @@ def load_config(
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     profiles = raw.pop("profiles", None) or {}

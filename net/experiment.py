@@ -18,8 +18,9 @@ import tensorflow as tf
 import yaml
 
 from net import analysis, data, losses, model, pipeline, training
+from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
-from net.config import Config, DataConfig, ModelConfig
+from net.config import Config, ConfigError, DataConfig, ModelConfig
 from net.files import atomic_write_json, atomic_write_text
 
 #: The validation metric that selects the best model (one constant: net.callbacks).
@@ -69,14 +70,20 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
         config: the model configuration.
         image_size: input side in pixels.
         num_classes: classes of the auxiliary head; 0 for none.
+
+    Raises:
+        net.config.ConfigError: ``model.feature_layer`` names no layer of the backbone (the
+            message lists a few that exist).
     """
     kwargs: dict[str, Any] = {
         "backbone": config.backbone,
         "weights": config.weights,
         "image_size": image_size,
         "last_stride": config.last_stride,
+        "feature_layer": config.feature_layer,
         "embedding_dim": config.embedding_dim,
         "num_classes": num_classes,
+        "auxiliary_head": config.auxiliary_head,
     }
     if config.architecture == "cgd":
         kwargs.update(
@@ -84,7 +91,10 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
             gem_p=config.gem_p,
             trainable_gem_p=config.trainable_gem_p,
         )
-    return model.build_model(config.architecture, **kwargs)
+    try:
+        return model.build_model(config.architecture, **kwargs)
+    except UnknownLayerError as error:
+        raise ConfigError(f"model.feature_layer: {error}") from error
 
 
 def auxiliary_classes(config: Config, train: data.Records) -> int:
@@ -173,7 +183,10 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     )
     with strategy.scope():
         num_classes = auxiliary_classes(config, splits.train)
-        net = build_model(config.model, image_size=dc.image_size, num_classes=num_classes)
+        try:
+            net = build_model(config.model, image_size=dc.image_size, num_classes=num_classes)
+        except ConfigError as error:
+            raise ConfigError(f"{config.source}: {error}") from None
         training.compile_model(
             net,
             metric_loss=losses.build_metric_loss(config.loss.name, **config.loss.params),
@@ -204,6 +217,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
             augment=dc.augmentation,
             seed=seed,
             cache=dc.cache,
+            class_sampling=dc.class_sampling,
         )
         if replicas > 1:
             # Each replica takes one whole, contiguous P x K batch of the global batch.

@@ -52,6 +52,7 @@ def training_batches(
         "image_size": config.data.image_size,
         "crop_mode": config.data.crop,
         "seed": seed,
+        "class_sampling": config.data.class_sampling,
     }
     dataset = pipeline.train_dataset(splits.train, augment=settings, **shape)
     pngs = []

@@ -19,6 +19,7 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     """Train the configured model; writes models, logs and test metrics to the run directory."""
     config = load(config_path, profile, set_)
     from net import experiment
+    from net.config import ConfigError
     from net.data import DataError
     from net.training import TrainingDivergedError
 
@@ -26,6 +27,8 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     print(f"Run directory: {run_dir}")
     try:
         summary = experiment.train(config, run_dir)
+    except ConfigError as error:  # found only when the model is built (model.feature_layer)
+        fail(f"Configuration error: {error}", code=2)
     except (DataError, TrainingDivergedError, experiment.RunDirectoryError) as error:
         fail(f"Training stopped: {error}")
     from net.analysis import format_metrics_table

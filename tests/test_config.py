@@ -73,6 +73,10 @@ def _set(section, key, value):
         (_set("loss", "params", {"margn": 0.1}), "loss.params (batch_hard_triplet)"),
         (_set("training", "learning_rate", 0), "training.learning_rate: must be positive"),
         (_set("evaluation", "method", "annoy"), "evaluation.method: 'annoy' is not one of"),
+        (_set("data", "class_sampling", "even"), "data.class_sampling: 'even' is not one of"),
+        (_set("model", "auxiliary_head", "cgd"), "model.auxiliary_head: 'cgd' is not one of"),
+        (_set("model", "feature_layer", 4), "model.feature_layer: expected a string, got 4"),
+        (_set("model", "architecture", "seed"), "model.architecture: 'seed' is not one of"),
     ],
 )
 def test_each_mistake_names_the_file_and_key(tmp_path, mutate, expected):
@@ -89,6 +93,47 @@ def test_each_mistake_names_the_file_and_key(tmp_path, mutate, expected):
     message = str(info.value)
     assert str(path) in message
     assert expected in message
+    assert "\n" not in message
+
+
+def test_seed_profile_is_the_seeds_best_setup():
+    """The seed's code at its last commit (README, "Reproducing the seed")."""
+    full = load_config(REPO / "config.yaml")
+    seed = load_config(REPO / "config.yaml", profile="seed")
+    assert (seed.data.crop, seed.data.class_sampling, seed.data.image_size) == (
+        "pad",
+        "uniform",
+        224,
+    )
+    assert (seed.data.classes_per_batch, seed.data.images_per_class) == (16, 8)
+    model = seed.model
+    assert (model.architecture, model.backbone, model.weights) == ("cgd", "resnet50", "imagenet")
+    assert (model.feature_layer, model.descriptors, model.embedding_dim) == (
+        "conv4_block3_out",
+        "SMG",
+        1536,
+    )
+    assert (model.gem_p, model.auxiliary_head) == (3.0, "seed")
+    assert seed.loss.name == "hap2s"
+    assert seed.loss.params == {"weighting": "polynomial", "alpha": 10.0, "margin": None}
+    assert (seed.loss.label_smoothing, seed.loss.temperature) == (0.0, 0.5)
+    training = seed.training
+    assert (training.learning_rate, training.epochs, training.early_stopping_patience) == (
+        1e-4,
+        200,
+        12,
+    )
+    assert (training.schedule.kind, training.schedule.factor, training.schedule.patience) == (
+        "plateau",
+        0.1,
+        4,
+    )
+    # This repository's fixes stay on: the 98/98 split with validation classes held out.
+    assert (seed.data.num_train_classes, seed.data.num_val_classes) == (98, 10)
+    assert seed.data.num_val_classes == full.data.num_val_classes
+    # The full setup keeps the defaults of the new options.
+    assert (full.data.class_sampling, full.model.feature_layer) == ("proportional", None)
+    assert full.model.auxiliary_head == "paper"
 
 
 def test_unknown_profile_and_unreadable_file(tmp_path):
@@ -100,8 +145,11 @@ def test_unknown_profile_and_unreadable_file(tmp_path):
         load_config(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError) as info:
         load_config(bad)
+    assert str(info.value) == (
+        f"{bad}: not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'"
+    )
 
 
 def test_profile_errors_name_the_profile(tmp_path):

@@ -2,6 +2,7 @@
 
 import base64
 import csv
+import inspect
 import json
 import os
 import re
@@ -25,6 +26,13 @@ EPOCHS = 4
 def run_task(*argv):
     """Runs invoke in this process (TensorFlow is imported once for all tasks)."""
     Program(namespace=ns).run(["invoke", *argv], exit=False)
+
+
+def failing_task(*argv) -> int:
+    """Runs invoke in this process, expecting the task to stop; returns its exit code."""
+    with pytest.raises(SystemExit) as info:
+        Program(namespace=ns).run(["invoke", *argv])
+    return info.value.code
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +271,73 @@ def test_configuration_errors_stop_the_task_with_the_key(workspace, tmp_path, ch
     assert f"Configuration error: {bad}: " in completed.stderr
     assert message in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_wrong_feature_layer_stops_training_with_one_line(workspace, tmp_path, capsys):
+    raw = yaml.safe_load(workspace["config"].read_text())
+    raw["profiles"]["demo"]["model"]["feature_layer"] = "stage3_b_rleu"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    code = failing_task(
+        "ml.train", "--config-path", str(bad), "--profile", "demo",
+        "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"Configuration error: {bad} (profile demo): model.feature_layer: ")
+    assert "'stage3_b_rleu'" in error and "close names: stage3_b_relu" in error
+    assert "\n" not in error
+
+
+#: Tasks that read no configuration file.
+NO_CONFIG_TASKS = {"docker.build-app-base-container", "docker.build-app-container"}
+#: Placeholder values for the required arguments of the tasks (never reached).
+REQUIRED_ARGUMENTS = {
+    "model_path": "no-model",
+    "images": "no-images",
+    "index": "no-index",
+    "image": "no-image.jpg",
+}
+
+
+def _task_names(collection, prefix=""):
+    for name in collection.tasks:
+        yield prefix + name
+    for name, sub in collection.collections.items():
+        yield from _task_names(sub, f"{prefix}{name}.")
+
+
+def test_every_task_that_reads_a_configuration_takes_config_path(tmp_path, capsys):
+    """The seed passes --config-path to every task: each task that reads a configuration takes
+    it and reads that file (an unreadable YAML file stops it, naming the file)."""
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("data: [unclosed\n")
+    checked = []
+    for name in _task_names(ns):
+        if name.split(".")[0] in ("bench", "tests") or name in NO_CONFIG_TASKS:
+            continue
+        body = ns[name].body
+        params = list(inspect.signature(body).parameters.values())[1:]
+        argv = [name, "--config-path", str(bad)]
+        for param in params:
+            if param.default is inspect.Parameter.empty:
+                argv += [f"--{param.name.replace('_', '-')}", REQUIRED_ARGUMENTS[param.name]]
+        if name == "docker.run":
+            argv.append("--dry-run")
+        code = failing_task(*argv)
+        error = capsys.readouterr().err
+        assert code not in (0, None), name
+        assert str(bad) in error and "Traceback" not in error, (name, error)
+        checked.append(name)
+    assert {
+        "ml.train",
+        "analysis.analyze-model-performance",
+        "visualize.visualize-predictions-on-batches",
+        "visualize.visualize-predictions-on-dataset",
+        "visualize.visualize-data",
+        "visualize.visualize-training",
+        "data.check",
+        "search.index",
+        "demo",
+        "docker.run",
+    } <= set(checked)

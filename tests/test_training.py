@@ -189,3 +189,35 @@ def test_decode_check_setting_finds_corrupt_jpeg_data(demo_dataset_root, tmp_pat
     splits = experiment.load_splits(skipping)
     total = sum(len(split) for split in (splits.train, splits.val, splits.test))
     assert total == len(read_cars196(demo_dataset_root)) - 1
+
+
+@pytest.mark.slow
+def test_seed_profile_builds_and_trains_two_steps(demo_dataset_root, tmp_path):
+    """`--profile seed` as it is, except the data (the demo set), the size (48 px, P x K = 2 x 2)
+    and weights null: ResNet-50 cut at conv4_block3_out, SMG, the seed's auxiliary head, HAP2S,
+    uniform class sampling, pad to square, plateau schedule on validation MAP@R."""
+    config = load_config(REPO / "config.yaml", profile="seed")
+    data = dataclasses.replace(
+        config.data,
+        root=str(demo_dataset_root),
+        num_train_classes=4,
+        num_val_classes=2,
+        image_size=48,
+        classes_per_batch=2,
+        images_per_class=2,
+        eval_batch_size=16,
+    )
+    model = dataclasses.replace(config.model, weights=None)
+    train = dataclasses.replace(config.training, epochs=1, steps_per_epoch=2, seed=0)
+    config = dataclasses.replace(config, data=data, model=model, training=train)
+    run_dir = tmp_path / "seed"
+    summary = experiment.train(config, run_dir, verbose=0)
+    assert summary["epochs_done"] == 1
+    rows = (run_dir / "log.csv").read_text().splitlines()
+    assert len(rows) == 2 and math.isfinite(
+        float(dict(zip(rows[0].split(","), rows[1].split(","), strict=True))["loss"])
+    )
+    saved = keras.saving.load_model(run_dir / "best.keras")
+    assert saved.get_layer("resnet50").layers[-1].name == "conv4_block3_out"
+    assert saved.get_layer("auxiliary_fc").units == 2  # the 2 classes left for training
+    assert 0.0 <= summary["test"]["recall@1"] <= 1.0
