@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from net.augmentation import CHOOSABLE
 from net.config import ConfigError, apply_override, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,10 @@ def test_seed_profile_is_the_seeds_best_setup():
         224,
     )
     assert (seed.data.classes_per_batch, seed.data.images_per_class) == (16, 8)
+    augmentation = seed.data.augmentation  # a flip, then 0-2 of the five others, each applied
+    assert (augmentation.flip_p, augmentation.max_ops) == (0.5, 2)
+    probabilities = [getattr(augmentation, f"{op}_p") for op in CHOOSABLE]
+    assert probabilities == [1.0] * 5
     model = seed.model
     assert (model.architecture, model.backbone, model.weights) == ("cgd", "resnet50", "imagenet")
     assert (model.feature_layer, model.descriptors, model.embedding_dim) == (
@@ -138,7 +143,7 @@ def test_seed_profile_is_the_seeds_best_setup():
 
 def test_unknown_profile_and_unreadable_file(tmp_path):
     with pytest.raises(
-        ConfigError, match="unknown profile .fast..*profiles: cub200, demo, inshop, sop"
+        ConfigError, match="unknown profile .fast..*profiles: cub200, demo, inshop, seed, sop"
     ):
         load_config(REPO / "config.yaml", profile="fast")
     with pytest.raises(ConfigError, match="cannot read"):
