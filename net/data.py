@@ -186,6 +186,24 @@ class Split:
 # --------------------------------------------------------------------------------------------
 
 
+def class_id(label: int, class_names: Sequence[str]) -> str:
+    """The data set's own number of a class, for people to read (figures, projector metadata).
+
+    Labels count classes from 0 in the order of ``class_names``; data sets number them from 1
+    (Cars196's annotation files, the sorted class folders of a folder data set), so label 15 is
+    class "16". A class whose name is itself an integer (a CSV manifest with integer labels) is
+    numbered by that integer.
+
+    Args:
+        label: a 0-based label, an index into ``class_names``.
+        class_names: the names of the data set's classes.
+    """
+    name = str(class_names[int(label)]).strip()
+    if name.lstrip("+-").isdigit():
+        return str(int(name))
+    return str(int(label) + 1)
+
+
 def _load_mat(path: Path, variables: Sequence[str]) -> dict[str, Any]:
     """Loads named variables from a ``.mat`` file, squeezing MATLAB's 1 x N shapes away.
 

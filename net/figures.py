@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from net import analysis, experiment, pipeline, visualize
+from net import analysis, experiment, pipeline, projector, visualize
 from net.augmentation import Augmentation
 from net.config import Config
-from net.data import Records
+from net.data import Records, class_id
 
 
 def _images(records: Records, indices: np.ndarray, config: Config) -> np.ndarray:
@@ -229,4 +229,48 @@ def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | 
         f"Training curves of {run_dir.name}",
         [("Training curves", [png])],
         output_dir / "training_curves.html",
+    )
+
+
+def projector_export(
+    config: Config,
+    model_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    thumbnail_size: int = 64,
+) -> Path:
+    """The test split's embeddings, metadata and thumbnails for TensorBoard's projector.
+
+    Writes the files of :func:`net.projector.write_projector` into ``output_dir``: one row of
+    metadata per test image (the data set's class id, the class name, the image file relative
+    to ``data.root`` when it lies below it) and a sprite of thumbnails cropped as the
+    evaluation crops them (smaller than ``thumbnail_size`` when the test set is too large for
+    the projector's 8192-pixel sprite).
+
+    Returns:
+        The path of ``projector_config.pbtxt``.
+    """
+    model = experiment.load_model(model_path)
+    test = experiment.load_splits(config.data).test
+    embeddings, labels = experiment.embed(model, test, config.data)
+    side = projector.sprite_tile_size(len(test), thumbnail_size)
+    thumbnails = pipeline.eval_dataset(
+        test, batch_size=config.data.eval_batch_size, image_size=side, crop_mode=config.data.crop
+    )
+    thumbnails = np.concatenate(
+        [np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8) for images, _ in thumbnails]
+    )
+    root = Path(config.data.root).resolve()
+    rows = []
+    for label, path in zip(labels.tolist(), test.paths.tolist(), strict=True):
+        path = Path(path)
+        shown = path.relative_to(root) if path.is_relative_to(root) else path
+        rows.append((class_id(label, test.class_names), test.class_names[label], str(shown)))
+    return projector.write_projector(
+        output_dir,
+        embeddings,
+        rows,
+        thumbnails=thumbnails,
+        description=f"Test-split embeddings of {model_path}: {len(test)} images of "
+        f"{test.num_classes} classes, {embeddings.shape[1]} dimensions.",
     )

@@ -13,7 +13,6 @@ import csv
 import html
 import math
 import os
-import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from net.data import class_id
 
 QUERY_COLOR = "#1565c0"  # Blue: the query.
 MATCH_COLOR = "#2e7d32"  # Green: a retrieved item of the query's class.
@@ -52,12 +53,10 @@ def _to_display(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def class_text(label: object, class_names: Sequence[str] | None) -> str:
-    """The data set's own name of a class: its number counted from 1 and its name.
+    """The data set's own number and the name of a class.
 
-    Labels count classes from 0 in the order of ``class_names``; data sets number them from 1
-    (Cars196's annotation files, the sorted class folders of a folder data set), so label 15
-    named "animals/fish" reads "16: animals/fish". A class whose name is itself an integer (a
-    CSV manifest with integer labels) is shown by that integer alone.
+    For example "16: animals/fish" for label 15 (see :func:`net.data.class_id`); a class named
+    by its integer id is shown by that id alone.
 
     Args:
         label: an integer label, or any other value (shown as it is).
@@ -67,10 +66,8 @@ def class_text(label: object, class_names: Sequence[str] | None) -> str:
         return str(label)
     if not 0 <= int(label) < len(class_names):
         return str(label)
-    name = str(class_names[int(label)])
-    if re.fullmatch(r"[+-]?\d+", name):
-        return name
-    return f"{int(label) + 1}: {name}"
+    number, name = class_id(int(label), class_names), str(class_names[int(label)])
+    return number if number == name.strip() else f"{number}: {name}"
 
 
 def shorten_middle(text: str, width: int) -> str:

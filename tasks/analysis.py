@@ -63,3 +63,41 @@ def analyze_model_performance(
 
     write_json(output, results[str(paths[0])] if len(results) == 1 else results)
     print(f"Wrote {output}")
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "config_path": CONFIG_HELP,
+        "profile": PROFILE_HELP,
+        "set_": SET_HELP,
+        "model_path": "a run directory (its best.keras) or a saved .keras model",
+        "output_dir": "folder to write (default: the run's tensorboard/projector)",
+        "thumbnail_size": "side of the sprite's thumbnails in pixels (smaller for large sets)",
+    },
+)
+def export_embeddings(
+    c,
+    model_path,
+    config_path="config.yaml",
+    profile=None,
+    set_=None,
+    output_dir=None,
+    thumbnail_size=64,
+):
+    """Test-split embeddings, metadata.tsv and a sprite for TensorBoard's Embedding Projector."""
+    config = load(config_path, profile, set_)
+    from pathlib import Path
+
+    from net import experiment, figures
+    from net.data import DataError
+
+    try:
+        model_file = experiment.resolve_model_path(model_path)
+        output = Path(output_dir) if output_dir else model_file.parent / "tensorboard" / "projector"
+        written = figures.projector_export(
+            config, model_file, output, thumbnail_size=int(thumbnail_size)
+        )
+    except (DataError, experiment.ModelFileError) as error:
+        fail(f"Export stopped: {error}")
+    print(f"Wrote {written.parent}; see it with: tensorboard --logdir {model_file.parent}")

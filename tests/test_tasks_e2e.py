@@ -245,6 +245,33 @@ def test_visualisation_tasks_write_pngs_and_self_contained_pages(workspace, tmp_
             assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_export_embeddings_writes_the_projector_files_into_the_runs_tensorboard(workspace):
+    """The test split's embeddings (those of best.keras), one metadata row per test image with
+    the data set's class number, and a sprite, read back as the projector reads them."""
+    from net import experiment, projector
+    from net.config import load_config
+
+    run_dir = workspace["run_dir"]
+    run_task(
+        "analysis.export-embeddings", "--config-path", str(workspace["config"]),
+        "--profile", "demo", "--model-path", str(run_dir), "--thumbnail-size", "16",
+    )  # fmt: skip
+    back = projector.read_projector(run_dir / "tensorboard" / "projector")
+    config = load_config(workspace["config"], profile="demo")
+    test = experiment.load_splits(config.data).test
+    embeddings, labels = experiment.embed(
+        experiment.load_model(run_dir), test, config.data, progress=False
+    )
+    np.testing.assert_allclose(back.embeddings, embeddings, atol=1e-6)
+    assert len(back.metadata) == len(test)
+    first = back.metadata[0]
+    assert first[0] == str(labels[0] + 1)  # Cars196 numbers its classes from 1.
+    assert first[1] == test.class_names[labels[0]]
+    assert first[2].startswith("car_ims/")
+    columns = int(np.ceil(np.sqrt(len(test))))
+    assert back.sprite.shape == (16 * columns, 16 * columns, 3)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
