@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# TensorFlow's C++ INFO and WARNING lines stay hidden unless the user chose a level; set before
+# any task imports TensorFlow (subprocesses, e.g. the benchmarks, inherit it).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 CONFIG_HELP = "configuration file (default: config.yaml)"
 PROFILE_HELP = "profile of the configuration file to overlay, e.g. 'demo'"
 SET_HELP = (
@@ -10,17 +16,30 @@ SET_HELP = (
 )
 
 
-def load(config_path: str, profile: str | None, overrides: list[str] | None = None):
+def load(
+    config_path: str,
+    profile: str | None,
+    overrides: list[str] | None = None,
+    *,
+    tensorflow: bool = True,
+):
     """Loads the configuration, turning a ConfigError into a clean task failure.
 
     Args:
         config_path: the YAML file.
         profile: the profile to overlay, or None.
         overrides: the task's ``--set KEY=VALUE`` options, applied after the profile.
+        tensorflow: also import TensorFlow, without its start-up notices
+            (:func:`net.quiet.import_tensorflow`), for the tasks that use it.
     """
     from invoke.exceptions import Exit
 
     from net.config import ConfigError, load_config
+
+    if tensorflow:
+        from net.quiet import import_tensorflow
+
+        import_tensorflow()
 
     try:
         return load_config(config_path, profile=profile or None, overrides=overrides or ())

@@ -18,7 +18,7 @@ def generate_demo(c, config_path="config.yaml", profile="demo", set_=None):
 
     Does nothing when a complete data set made with the same parameters is already there.
     """
-    config = load(config_path, profile, set_)
+    config = load(config_path, profile, set_, tensorflow=False)
     from net.demo_data import generate_demo_dataset
 
     root = generate_demo_dataset(config.data.root)
