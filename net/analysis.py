@@ -40,7 +40,11 @@ SEARCH_METHODS: tuple[str, ...] = ("exact", "faiss", "faiss_ivf")
 
 # Metric keys of retrieval_metrics() (besides one "recall@K" per requested K), in table order.
 _SCALAR_METRICS: tuple[str, ...] = ("precision@1", "r_precision", "map@r")
-_COUNT_KEYS: tuple[str, ...] = ("num_queries", "embedding_dim")
+_COUNT_KEYS: tuple[str, ...] = ("num_queries", "num_gallery", "embedding_dim")
+
+#: Queries per chunk of the exact search in the metrics: a chunk's neighbour table (12 bytes a
+#: neighbour) is turned into booleans before the next chunk is searched.
+_MATCH_CHUNK = 8192
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,27 +351,24 @@ def _retrieval_matches(
         raise ValueError("no query has another item of its label in the gallery")
 
     k = max(min_k, int(num_relevant[keep].max())) if up_to_r else min_k
-    if query_embeddings is None:
+    # The exact search runs in chunks of queries, each turned into its boolean matches at once:
+    # SOP's 60,502 queries x 1,000 neighbours would otherwise hold 726 MB of neighbour indices
+    # and distances. FAISS searches once (its index is built per call).
+    chunk = _MATCH_CHUNK if method == "exact" else keep.size
+    matches = np.empty((keep.size, k), dtype=bool)
+    for start in range(0, keep.size, chunk):
+        rows = keep[start : start + chunk]
         neighbours, _ = nearest_neighbours(
-            gallery[keep],
-            gallery,
-            k=k,
-            block_size=block_size,
-            exclude_indices=keep,
-            method=method,
-            nprobe=nprobe,
-        )
-    else:
-        neighbours, _ = nearest_neighbours(
-            queries[keep],
+            queries[rows],
             gallery,
             k=k,
             block_size=block_size,
             exclude_self=False,
+            exclude_indices=rows if query_embeddings is None else None,
             method=method,
             nprobe=nprobe,
         )
-    matches = gallery_labels[neighbours] == labels_q[keep][:, None]
+        matches[start : start + chunk] = gallery_labels[neighbours] == labels_q[rows][:, None]
     return matches, num_relevant[keep], gallery.shape[1]
 
 
@@ -378,12 +379,14 @@ def _recall_from_matches(matches: np.ndarray, ks: Sequence[int]) -> dict[int, fl
 
 def _r_precision_from_matches(matches: np.ndarray, num_relevant: np.ndarray) -> float:
     """Mean R-Precision from a (Q, >= max R) match table and R per query (Q,)."""
+    matches = matches[:, : int(num_relevant.max())]  # the table may run to K = 1000
     within_r = np.arange(matches.shape[1])[None, :] < num_relevant[:, None]
     return float(((matches & within_r).sum(axis=1) / num_relevant).mean())
 
 
 def _map_at_r_from_matches(matches: np.ndarray, num_relevant: np.ndarray) -> float:
     """Mean MAP@R from a (Q, >= max R) match table and R per query (Q,)."""
+    matches = matches[:, : int(num_relevant.max())]  # the table may run to K = 1000
     ranks = np.arange(1, matches.shape[1] + 1)[None, :]
     precision_at_i = np.cumsum(matches, axis=1) / ranks
     within_r = ranks <= num_relevant[:, None]

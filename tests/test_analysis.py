@@ -365,3 +365,24 @@ def test_compute_embeddings_rejects_bad_datasets(tiny_model):
     dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(2))).batch(2)
     with pytest.raises(ValueError, match="without 'embeddings'"):
         analysis.compute_embeddings(only_logits, dataset, progress=False)
+
+
+@pytest.mark.parametrize("separate_queries", [False, True])
+def test_metrics_in_query_chunks_with_k_far_beyond_r_match_the_loop(monkeypatch, separate_queries):
+    """SOP-style: classes of 2-5 items, Recall@K up to K = 100 (far beyond every R), the exact
+    search split into chunks of 7 queries; every metric as the plain loop computes it."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(50), rng.integers(2, 6, size=50))
+    gallery = rng.standard_normal((len(labels), 8)).astype(np.float32)
+    queries = query_labels = None
+    if separate_queries:
+        queries = rng.standard_normal((40, 8)).astype(np.float32)
+        query_labels = rng.integers(0, 55, size=40)  # some without any relevant item
+    monkeypatch.setattr(analysis, "_MATCH_CHUNK", 7)
+    ks = (1, 10, 100)
+    expected = loop_metrics(gallery, labels, ks, queries, query_labels)
+    metrics = analysis.retrieval_metrics(
+        gallery, labels, ks=ks, query_embeddings=queries, query_labels=query_labels
+    )
+    metrics.pop("embedding_dim")
+    assert metrics == pytest.approx(expected, abs=1e-9)
