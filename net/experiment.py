@@ -141,6 +141,42 @@ def make_run_dir(output_root: str | os.PathLike, name: str | None = None) -> Pat
     return Path(output_root) / name
 
 
+def compile_for_training(
+    net: keras.Model,
+    config: Config,
+    *,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+) -> None:
+    """Compiles a model with the configured losses and optimiser (what ``ml.train`` uses)."""
+    training.compile_model(
+        net,
+        metric_loss=losses.build_metric_loss(config.loss.name, **config.loss.params),
+        auxiliary_loss=losses.AuxiliaryClassificationLoss(
+            label_smoothing=config.loss.label_smoothing,
+            temperature=config.loss.temperature,
+        ),
+        auxiliary_weight=config.loss.auxiliary_weight,
+        learning_rate=learning_rate,
+        weight_decay=config.training.weight_decay,
+        jit_compile=config.training.jit_compile,
+    )
+
+
+def training_batches(records: data.Records, config: DataConfig, *, seed: int | None):
+    """The configured training pipeline: endless augmented P x K batches of ``records``."""
+    return pipeline.train_dataset(
+        records,
+        classes_per_batch=config.classes_per_batch,
+        images_per_class=config.images_per_class,
+        image_size=config.image_size,
+        crop_mode=config.crop,
+        augment=config.augmentation,
+        seed=seed,
+        cache=config.cache,
+        class_sampling=config.class_sampling,
+    )
+
+
 def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "auto") -> dict:
     """Trains the configured model in ``run_dir`` (resuming it if interrupted) and tests it.
 
@@ -187,14 +223,9 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
             net = build_model(config.model, image_size=dc.image_size, num_classes=num_classes)
         except ConfigError as error:
             raise ConfigError(f"{config.source}: {error}") from None
-        training.compile_model(
+        compile_for_training(
             net,
-            metric_loss=losses.build_metric_loss(config.loss.name, **config.loss.params),
-            auxiliary_loss=losses.AuxiliaryClassificationLoss(
-                label_smoothing=config.loss.label_smoothing,
-                temperature=config.loss.temperature,
-            ),
-            auxiliary_weight=config.loss.auxiliary_weight,
+            config,
             learning_rate=training.learning_rate_schedule(
                 kind=tc.schedule.kind,
                 learning_rate=tc.learning_rate,
@@ -202,23 +233,11 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
                 factor=tc.schedule.factor,
                 steps_per_epoch=steps,
             ),
-            weight_decay=tc.weight_decay,
-            jit_compile=tc.jit_compile,
         )
 
     def train_dataset(initial_epoch: int) -> tf.data.Dataset:
         seed = None if tc.seed is None else tc.seed + 1000 * initial_epoch
-        dataset = pipeline.train_dataset(
-            splits.train,
-            classes_per_batch=dc.classes_per_batch,
-            images_per_class=dc.images_per_class,
-            image_size=dc.image_size,
-            crop_mode=dc.crop,
-            augment=dc.augmentation,
-            seed=seed,
-            cache=dc.cache,
-            class_sampling=dc.class_sampling,
-        )
+        dataset = training_batches(splits.train, dc, seed=seed)
         if replicas > 1:
             # Each replica takes one whole, contiguous P x K batch of the global batch.
             dataset = dataset.rebatch(replicas * dc.classes_per_batch * dc.images_per_class)

@@ -337,6 +337,71 @@ def plot_training_curves(csv_path: PathLike, path: PathLike) -> Path:
     return _save(figure, path)
 
 
+def plot_lr_range_test(
+    learning_rates: np.ndarray,
+    losses: np.ndarray,
+    smoothed: np.ndarray,
+    path: PathLike,
+    *,
+    suggestion: float,
+    minimum_lr: float | None = None,
+    steepest_lr: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Plots a learning-rate range test: loss against learning rate on a log axis.
+
+    Args:
+        learning_rates: (n,) positive rates, increasing.
+        losses: (n,) the loss of each batch (drawn faint).
+        smoothed: (n,) the smoothed loss (drawn bold).
+        path: Output PNG file; parent directories are created.
+        suggestion: the suggested rate (a vertical line, labelled).
+        minimum_lr: the rate at the smoothed minimum, marked if given.
+        steepest_lr: the rate of steepest descent, marked if given.
+        title: Optional figure title.
+
+    Returns:
+        The path of the PNG written.
+
+    Raises:
+        ValueError: lengths differ, a rate is not positive, or there is no point.
+    """
+    rates = np.asarray(learning_rates, dtype=np.float64)
+    if not (len(rates) == len(losses) == len(smoothed)) or len(rates) == 0:
+        raise ValueError(
+            f"need n >= 1 rates, losses and smoothed losses, got {len(rates)}, {len(losses)} and "
+            f"{len(smoothed)}"
+        )
+    if (rates <= 0).any():
+        raise ValueError("learning rates must be positive (log axis)")
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
+    axes.plot(rates, losses, color="#90a4ae", linewidth=0.8, label="loss of each batch")
+    axes.plot(rates, smoothed, color=QUERY_COLOR, linewidth=2.0, label="smoothed")
+    for rate, label, marker in (
+        (minimum_lr, "smoothed minimum", "o"),
+        (steepest_lr, "steepest descent", "v"),
+    ):
+        if rate is not None:
+            y = float(np.interp(np.log(rate), np.log(rates), smoothed))
+            axes.plot([rate], [y], marker, color="black", label=f"{label}: {rate:.2g}")
+    axes.axvline(
+        suggestion, color=MATCH_COLOR, linestyle="--", label=f"suggestion: {suggestion:.2g}"
+    )
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    low, high = np.nanmin(smoothed), np.nanmax(smoothed)
+    spread = max(high - low, 1e-6)
+    axes.set_ylim(low - 0.1 * spread, high + 0.3 * spread)  # raw spikes may leave the frame
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7)
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def write_html_report(
     title: str,
     sections: Sequence[tuple[str, Sequence[PathLike]]],

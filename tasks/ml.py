@@ -35,3 +35,47 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
 
     print(format_metrics_table(summary["test"]))
     print(f"Models, logs and metrics.json are in {run_dir}")
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "config_path": CONFIG_HELP,
+        "profile": PROFILE_HELP,
+        "set_": SET_HELP,
+        "start": "first learning rate (default 1e-7)",
+        "end": "last learning rate (default 1)",
+        "steps": "batches, one learning rate each, growing exponentially (default 100)",
+        "output_dir": "where lr_finder.png/.html/.csv go (default: <output.root>/lr_finder)",
+    },
+)
+def find_lr(
+    c,
+    config_path="config.yaml",
+    profile=None,
+    set_=None,
+    start="1e-7",
+    end="1",
+    steps=100,
+    output_dir=None,
+):
+    """Learning-rate range test of the configured training; prints a suggested learning rate."""
+    config = load(config_path, profile, set_)
+    from pathlib import Path
+
+    from net import lr_finder
+    from net.config import ConfigError
+    from net.data import DataError
+
+    output_dir = Path(output_dir) if output_dir else Path(config.output.root) / "lr_finder"
+    try:
+        start, end, steps = float(start), float(end), int(steps)
+        result, page = lr_finder.find_learning_rate(
+            config, output_dir, start=start, end=end, steps=steps
+        )
+    except ConfigError as error:
+        fail(f"Configuration error: {error}", code=2)
+    except (DataError, ValueError) as error:
+        fail(f"Learning-rate range test stopped: {error}")
+    print(lr_finder.summary(result))
+    print(f"Plot: {page} (and lr_finder.png, lr_finder.csv beside it)")
