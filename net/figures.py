@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from net import analysis, experiment, pipeline, projector, visualize
 from net.augmentation import Augmentation
+from net.callbacks import SELECTION_METRIC
 from net.config import Config
 from net.data import Records, class_id
 
@@ -216,7 +217,10 @@ def rankings_on_dataset(
 
 
 def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None):
-    """Curves of a run's CSV log (losses, validation Recall@1, learning rate).
+    """Curves of a run's CSV log (losses, validation Recall@K and MAP@R, learning rate).
+
+    Validation MAP@R, the metric that selects ``best.keras``, is drawn thick with its best
+    epoch marked.
 
     Returns:
         The HTML page.
@@ -224,7 +228,11 @@ def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | 
     run_dir = Path(run_dir)
     output_dir = Path(output_dir) if output_dir else run_dir
     output_dir.mkdir(parents=True, exist_ok=True)
-    png = visualize.plot_training_curves(run_dir / "log.csv", output_dir / "training_curves.png")
+    png = visualize.plot_training_curves(
+        run_dir / "log.csv",
+        output_dir / "training_curves.png",
+        selection_metric=f"val_{SELECTION_METRIC}",
+    )
     return visualize.write_html_report(
         f"Training curves of {run_dir.name}",
         [("Training curves", [png])],

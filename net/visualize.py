@@ -275,44 +275,76 @@ def _read_csv_log(csv_path: Path) -> dict[str, np.ndarray]:
     return {name: np.array([number(row.get(name)) for row in rows]) for name in columns}
 
 
-def plot_training_curves(csv_path: PathLike, path: PathLike) -> Path:
+#: Retrieval metrics of a training log drawn in the "retrieval" panel (any ``val_`` prefix).
+RETRIEVAL_COLUMNS = ("recall@", "precision@", "r_precision", "map@r")
+
+
+def training_curve_panels(
+    columns: Sequence[str], selection_metric: str = "val_map@r"
+) -> list[tuple[str, list[str]]]:
+    """Which columns of a training log go into which panel of the training curves.
+
+    Args:
+        columns: The log's column names.
+        selection_metric: The column that selects the best model; always drawn when present.
+
+    Returns:
+        ``[(title, columns)]`` for the non-empty panels, in order: "losses" (columns ending in
+        ``loss``), "retrieval" (Recall@K, Precision@1, R-Precision, MAP@R and the selection
+        metric), "learning rate" (``learning_rate`` or ``lr``).
+    """
+    losses = [name for name in columns if name.endswith("loss")]
+    retrieval = [
+        name
+        for name in columns
+        if name == selection_metric
+        or any(name.lower().removeprefix("val_").startswith(p) for p in RETRIEVAL_COLUMNS)
+    ]
+    learning_rate = next((name for name in ("learning_rate", "lr") if name in columns), None)
+    panels = [("losses", losses), ("retrieval", retrieval)]
+    panels.append(("learning rate", [learning_rate] if learning_rate else []))
+    return [(title, names) for title, names in panels if names]
+
+
+def best_epoch(values: np.ndarray) -> int | None:
+    """Index of the first highest finite value (the epoch whose model is kept), or None."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).any():
+        return None
+    return int(np.nanargmax(np.where(np.isfinite(values), values, np.nan)))
+
+
+def plot_training_curves(
+    csv_path: PathLike, path: PathLike, *, selection_metric: str = "val_map@r"
+) -> Path:
     """Plots a Keras CSVLogger log: losses, retrieval metrics and the learning rate.
 
     One panel with every column whose name ends in ``loss`` (validation columns dashed in the
-    colour of their training column), one with every column containing ``recall`` (e.g.
-    ``val_recall@1``) if any, and one with ``learning_rate`` (or ``lr``) on a log scale if
-    present. The x axis is the ``epoch`` column (shown 1-based) or the row number.
+    colour of their training column), one with the retrieval metrics (Recall@K, MAP@R, ...;
+    see :func:`training_curve_panels`) in which the metric that selects the best model is drawn
+    thick, its best epoch marked with a star, and one with ``learning_rate`` (or ``lr``) on a
+    log scale if present. The x axis is the ``epoch`` column (shown 1-based) or the row number.
 
     Args:
         csv_path: The CSV log.
         path: Output PNG file; parent directories are created.
+        selection_metric: The log column that selects the best model (validation MAP@R).
 
     Returns:
         The path of the PNG written.
 
     Raises:
         FileNotFoundError: If the log does not exist.
-        ValueError: If the log is empty or has no loss, recall or learning-rate column.
+        ValueError: If the log is empty or has no loss, retrieval or learning-rate column.
     """
     csv_path = Path(csv_path)
     log = _read_csv_log(csv_path)
     steps = len(next(iter(log.values())))
     x = log["epoch"] + 1 if "epoch" in log else np.arange(1, steps + 1, dtype=np.float64)
-    losses = [name for name in log if name.endswith("loss")]
-    recalls = [name for name in log if "recall" in name.lower()]
-    learning_rate = next((name for name in ("learning_rate", "lr") if name in log), None)
-    panels = [
-        (title, names)
-        for title, names in (
-            ("losses", losses),
-            ("retrieval", recalls),
-            ("learning rate", [learning_rate] if learning_rate else []),
-        )
-        if names
-    ]
+    panels = training_curve_panels(list(log), selection_metric)
     if not panels:
         raise ValueError(
-            f"training log {csv_path} has no loss, recall or learning-rate column "
+            f"training log {csv_path} has no loss, retrieval or learning-rate column "
             f"(columns: {list(log)})"
         )
 
@@ -323,8 +355,23 @@ def plot_training_curves(csv_path: PathLike, path: PathLike) -> Path:
         for name in names:
             base = name.removeprefix("val_")
             style = "--" if name.startswith("val_") else "-"
-            (line,) = axes.plot(x, log[name], style, marker=".", label=name, color=colors.get(base))
+            selected = name == selection_metric
+            (line,) = axes.plot(
+                x,
+                log[name],
+                style,
+                marker=".",
+                label=f"{name} (selects the best model)" if selected else name,
+                color=colors.get(base),
+                linewidth=2.5 if selected else 1.2,
+            )
             colors.setdefault(base, line.get_color())
+            best = best_epoch(log[name]) if selected else None
+            if best is not None:
+                axes.plot(
+                    x[best], log[name][best], "*", markersize=14, color=line.get_color(),
+                    label=f"best: epoch {x[best]:.0f}, {log[name][best]:.4f}",
+                )  # fmt: skip
         axes.set_title(title)
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))

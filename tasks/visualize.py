@@ -120,7 +120,7 @@ def visualize_predictions_on_dataset(
 def visualize_training(
     c, config_path="config.yaml", profile=None, run_dir=None, output_dir=None, set_=None
 ):
-    """Training curves (losses, validation Recall@1, learning rate) from a run's CSV log."""
+    """Training curves (losses, validation Recall@K and MAP@R, learning rate) of a run."""
     from pathlib import Path
 
     from net import experiment, figures
