@@ -405,16 +405,29 @@ def apply_override(raw: dict[str, Any], key: str, value: Any, source: str = "--s
                     f"{source}: unknown key {key} (valid keys under {where}: {', '.join(names)})"
                 )
             schema = typing.get_type_hints(schema)[part]
-        elif typing.get_origin(schema) is not dict:
+        elif typing.get_origin(schema) is not dict and not _may_be_mapping(schema):
             raise ConfigError(f"{source}: {prefix} is a value, not a section; cannot set {key}")
         if depth == len(parts) - 1:
             node[part] = copy.deepcopy(value)
         else:
             child = node.get(part)
             if not isinstance(child, dict):
+                if _may_be_mapping(schema) and child is not None:  # e.g. data.augment: true
+                    whole = ".".join(parts[: depth + 1])
+                    raise ConfigError(
+                        f"{source}: {whole} is {child!r}, not a mapping; cannot set {key} "
+                        f"(set {whole} whole, e.g. --set '{whole}={{...}}')"
+                    )
                 child = node[part] = {}
             node = child
     return merged
+
+
+def _may_be_mapping(hint: Any) -> bool:
+    """Whether a union type hint admits a mapping (``bool | dict[str, Any]``)."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and any(
+        typing.get_origin(arg) is dict for arg in typing.get_args(hint)
+    )
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -68,8 +68,14 @@ def find_lr(
     from net.data import DataError
 
     output_dir = Path(output_dir) if output_dir else Path(config.output.root) / "lr_finder"
+    rates = {}
+    for name, value in (("start", start), ("end", end)):
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            fail(f"--{name}: expected a number such as 1e-7, got {value!r}", code=2)
+    start, end, steps = rates["start"], rates["end"], int(steps)
     try:
-        start, end, steps = float(start), float(end), int(steps)
         result, page = lr_finder.find_learning_rate(
             config, output_dir, start=start, end=end, steps=steps
         )

@@ -109,3 +109,20 @@ def test_the_configuration_file_names_itself_and_a_profile_replaces_the_mapping(
         load_config(path, profile="bad")
     # The resolved configuration round-trips (a run directory's config.yaml).
     assert config.to_dict()["data"]["augment"] == {"flip": 0.5, "rotate": 10}
+
+
+def test_set_overrides_one_operation_of_a_mapping_but_not_of_true(tmp_path):
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["data"]["augment"] = {"flip": 0.5, "rotate": 10}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, overrides=["data.augment.flip=0", "data.augment.shear=5"])
+    assert config.data.augment == {"flip": 0, "rotate": 10, "shear": 5}
+    whole = load_config(path, overrides=["data.augment={grayscale: 0.1}"])
+    assert whole.data.augmentation.operations == ("grayscale",)
+    with pytest.raises(ConfigError, match=r"data.augment.blur: unknown operation"):
+        load_config(path, overrides=["data.augment.blur=1"])
+    raw["data"]["augment"] = True
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"data.augment is True, not a mapping; cannot set"):
+        load_config(path, overrides=["data.augment.flip=0"])

@@ -155,4 +155,6 @@ def test_find_lr_task_stops_with_one_line_on_a_bad_range(tmp_path, demo_dataset_
     with pytest.raises(Exit) as info:
         find_lr(Context(), config_path=str(path), profile="demo", start="1", end="0.1")
     assert "need 0 < start < end, got start=1, end=0.1" in str(info.value.message)
+    with pytest.raises(Exit, match="--start: expected a number such as 1e-7, got 'abc'"):
+        find_lr(Context(), config_path=str(path), profile="demo", start="abc")
     assert not (tmp_path / "runs").exists()
