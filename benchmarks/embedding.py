@@ -1,4 +1,4 @@
-"""Embedding extraction: ``net.analysis.compute_embeddings`` vs ``model.predict`` per batch.
+"""Embedding extraction: ``net.inference.compute_embeddings`` vs ``model.predict`` per batch.
 
 Both embed the same in-memory batches with the same small CGD model. Ours runs one
 ``tf.function`` inference step per batch; the seed's way calls ``model.predict`` on each batch,
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from net.analysis import compute_embeddings
+    from net.inference import compute_embeddings
     from net.model import build_cgd_model
 
     model = build_cgd_model(

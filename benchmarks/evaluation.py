@@ -2,12 +2,12 @@
 
 Recall@1/2/4/8 of N random unit embeddings (Cars196 test split size by default: 8,131 x 1536,
 98 classes), every item a query, itself excluded. Ours: the blocked exact search of
-``net.analysis`` (float32 matrix products per block of 1,024 queries, ``np.partition`` for the
+``net.neighbours`` (float32 matrix products per block of 1,024 queries, ``np.partition`` for the
 k best). The seed's way: ``scipy.spatial.distance.pdist`` (float64), ``squareform`` to the full
 N x N matrix, and a full ``argsort`` of every row. Peak memory of each is measured with
 tracemalloc (NumPy reports its allocations to it). Then a large run of ours alone (100,000 x
 1536 by default, 1,000 classes), with its time and peak memory; ``--faiss`` adds the FAISS
-exact and IVF searches of ``net.ann`` on the first data set.
+exact and IVF searches of ``net.neighbours`` on the first data set.
 
     python -m benchmarks.evaluation [--quick] [--num N] [--large-num N (0 skips)] [--faiss]
 """
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--classes", type=int)
     p.add_argument("--large-num", type=int, help="embeddings in the large run of ours (0: skip)")
     p.add_argument("--large-classes", type=int)
-    p.add_argument("--faiss", action="store_true", help="also time net.ann's FAISS searches")
+    p.add_argument("--faiss", action="store_true", help="also time net.neighbours' FAISS searches")
     args = common.sizes(
         p.parse_args(argv),
         quick=dict(num=600, dim=32, classes=20, large_num=2000, large_classes=40),

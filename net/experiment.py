@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from net import analysis, data, losses, model, pipeline, training
+from net import analysis, data, inference, losses, model, pipeline, training
 from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
 from net.config import Config, ConfigError, DataConfig, ModelConfig
@@ -248,7 +248,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
         val_data = eval_dataset(splits.val, dc)
 
         def validate(current: keras.Model) -> dict[str, float]:
-            embeddings, labels = analysis.compute_embeddings(current, val_data, progress=False)
+            embeddings, labels = inference.compute_embeddings(current, val_data, progress=False)
             metrics = analysis.retrieval_metrics(embeddings, labels, ks=(1,))
             return {"recall@1": metrics["recall@1"], "map@r": metrics["map@r"]}
 
@@ -298,9 +298,7 @@ def evaluate(net: keras.Model, records: data.Records, config: Config, progress: 
         "num_queries": ..., "embedding_dim": ...}``, plus ``num_gallery`` for a query/gallery
         split.
     """
-    embeddings, labels = analysis.compute_embeddings(
-        net, eval_dataset(records, config.data), progress=progress
-    )
+    embeddings, labels = embed(net, records, config.data, progress)
     return split_metrics(records, embeddings, labels, config)
 
 
@@ -339,7 +337,15 @@ def embed(
     net: keras.Model, records: data.Records, config: DataConfig, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and labels of every image of a split, in order."""
-    return analysis.compute_embeddings(net, eval_dataset(records, config), progress=progress)
+    return inference.embed_records(
+        net,
+        records,
+        image_size=config.image_size,
+        crop_mode=config.crop,
+        batch_size=config.eval_batch_size,
+        cache=config.cache,
+        progress=progress,
+    )
 
 
 class RunDirectoryError(ValueError):

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from net import analysis, experiment, pipeline, projector, visualize
+from net import analysis, experiment, inference, pipeline, projector, visualize
 from net.augmentation import Augmentation
 from net.callbacks import SELECTION_METRIC
 from net.config import Config
 from net.data import Records, class_id
+from net.neighbours import nearest_neighbours
 
 
 def _images(records: Records, indices: np.ndarray, config: Config) -> np.ndarray:
@@ -137,12 +138,12 @@ def rankings_on_batches(
         indices = np.arange(start, min(start + batch, len(test)))
         images = _images(test, indices, config)
         # Embed the images already loaded rather than reading the batch a second time.
-        embeddings, labels = analysis.compute_embeddings(
+        embeddings, labels = inference.compute_embeddings(
             model, tf.data.Dataset.from_tensors((images, test.labels[indices])), progress=False
         )
         query = int(rng.integers(len(indices)))
         k = min(top_k, len(indices) - 1)
-        neighbours, distances = analysis.nearest_neighbours(
+        neighbours, distances = nearest_neighbours(
             embeddings[[query]], embeddings, k=k, exclude_indices=np.array([query])
         )
         pngs.append(
@@ -185,7 +186,7 @@ def rankings_on_dataset(
     embeddings, labels = experiment.embed(model, test, config.data)
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(len(test), size=min(num_queries, len(test)), replace=False))
-    neighbours, distances = analysis.nearest_neighbours(
+    neighbours, distances = nearest_neighbours(
         embeddings[queries], embeddings, k=min(top_k, len(test) - 1), exclude_indices=queries
     )
     needed = np.unique(np.concatenate([queries, neighbours.reshape(-1)]))

@@ -6,7 +6,7 @@ sorted order) and saves a
 :class:`SearchIndex` as one ``.npz`` file: the embeddings, the image paths relative to the
 images root, the root, the model's path and fingerprint, and the preprocessing (image size,
 crop mode). :func:`query_index` embeds a query image with exactly that preprocessing and
-returns its nearest indexed images (exact Euclidean search, :func:`net.analysis.
+returns its nearest indexed images (exact Euclidean search, :func:`net.neighbours.
 nearest_neighbours`); :func:`plot_query_results` draws them.
 
 The model fingerprint (:func:`model_fingerprint`) is a SHA-256 over the model's architecture
@@ -38,6 +38,8 @@ import numpy as np
 from net import pipeline
 from net.data import IMAGE_SUFFIXES, check_image, is_image_name
 from net.files import atomic_write_npz
+from net.inference import embed_files
+from net.neighbours import nearest_neighbours
 
 if TYPE_CHECKING:
     import keras
@@ -271,39 +273,6 @@ def _problem_list(problems: dict[str, str], total: int) -> str:
     return f"{len(problems)} of {total} images cannot be read:\n{lines}"
 
 
-def _embed_files(
-    model: keras.Model,
-    paths: Sequence[str],
-    *,
-    image_size: int,
-    crop_mode: str,
-    batch_size: int,
-    progress: bool,
-) -> np.ndarray:
-    """Embeds image files through the evaluation pipeline, in order.
-
-    Returns:
-        (N, D) float32 embeddings.
-
-    Raises:
-        tf.errors.OpError: If TensorFlow cannot decode one of the files.
-    """
-    from net import analysis
-    from net.data import NO_BOX, Records
-
-    records = Records(
-        paths=np.asarray(paths, dtype=str),
-        labels=np.zeros(len(paths), dtype=np.int64),
-        bboxes=np.tile(np.asarray(NO_BOX, dtype=np.int64), (len(paths), 1)),
-        class_names=("images",),
-    )
-    dataset = pipeline.eval_dataset(
-        records, batch_size=batch_size, image_size=image_size, crop_mode=crop_mode
-    )
-    embeddings, _ = analysis.compute_embeddings(model, dataset, progress=progress)
-    return embeddings
-
-
 # --------------------------------------------------------------------------------------------
 # Index files
 # --------------------------------------------------------------------------------------------
@@ -388,7 +357,7 @@ def build_index(
         if not keep:
             raise SearchError("every image is unreadable:\n" + _problem_list(bad, len(absolute)))
         try:
-            embeddings = _embed_files(
+            embeddings = embed_files(
                 model,
                 [absolute[i] for i in keep],
                 image_size=image_size,
@@ -544,8 +513,6 @@ def query_index(
         SearchError: If top_k < 1, the model cannot be loaded or is not the index's model
             (both fingerprints named), or the query image cannot be read.
     """
-    from net import analysis
-
     if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
         raise SearchError(f"top_k must be a positive integer, got {top_k!r}")
     if isinstance(model_path, (str, os.PathLike)):
@@ -563,7 +530,7 @@ def query_index(
     problem = image_problems([image_path], full_decode=True).get(image_path)
     if problem:
         raise SearchError(f"cannot read the query image {image_path}: {problem}")
-    query = _embed_files(
+    query = embed_files(
         model,
         [image_path],
         image_size=index.image_size,
@@ -571,7 +538,7 @@ def query_index(
         batch_size=1,
         progress=False,
     )
-    neighbours, distances = analysis.nearest_neighbours(
+    neighbours, distances = nearest_neighbours(
         query, index.embeddings, k=min(int(top_k), len(index)), exclude_self=False
     )
     return [

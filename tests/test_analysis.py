@@ -1,13 +1,15 @@
-"""Tests for net.analysis: blocked exact kNN, retrieval metrics, tables, compute_embeddings."""
+"""Tests for net.analysis: retrieval metrics against hand-computed values and a plain loop."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import importlib.util
 
 import numpy as np
 import pytest
 
 from net import analysis
+
+needs_faiss = pytest.mark.skipif(
+    importlib.util.find_spec("faiss") is None, reason="the optional faiss-cpu is not installed"
+)
 
 # Points on a line with ties and duplicate items (1 and 3 both appear twice) and one lone label.
 #   index:  0  1  2  3  4  5
@@ -15,18 +17,6 @@ from net import analysis
 #   label:  0  0  1  1  0  2
 LINE_X = np.array([[0.0], [1.0], [1.0], [3.0], [3.0], [6.0]])
 LINE_LABELS = np.array([0, 0, 1, 1, 0, 2])
-
-
-def brute_force_neighbours(queries, gallery, k, exclude):
-    """Full float64 distance matrix, excluded entries set to inf, stable argsort (ties by index)."""
-    queries = np.asarray(queries, np.float64)
-    gallery = np.asarray(gallery, np.float64)
-    dist = np.sqrt(((queries[:, None, :] - gallery[None, :, :]) ** 2).sum(-1))
-    for row, col in enumerate(exclude):
-        if col >= 0:
-            dist[row, col] = np.inf
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(dist, order, axis=1)
 
 
 def loop_metrics(gallery, labels, ks, queries=None, query_labels=None):
@@ -60,106 +50,32 @@ def loop_metrics(gallery, labels, ks, queries=None, query_labels=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# nearest_neighbours
-# ----------------------------------------------------------------------------------------------
-
-
-def test_line_neighbours_hand_computed_with_ties_and_duplicates():
-    """Distances from each point, own index excluded, ties by lower index.
-
-    q0 (x=0): 1->1, 2->1, 3->3, 4->3, 5->6  => [1, 2, 3]  d [1, 1, 3]
-    q1 (x=1): 2->0, 0->1, 3->2, 4->2        => [2, 0, 3]  d [0, 1, 2]
-    q2 (x=1): 1->0, 0->1, 3->2, 4->2        => [1, 0, 3]  d [0, 1, 2]
-       (dropping the first neighbour instead would drop 1 and return q2 itself)
-    q3 (x=3): 4->0, 1->2, 2->2, 5->3        => [4, 1, 2]  d [0, 2, 2]
-    q4 (x=3): 3->0, 1->2, 2->2              => [3, 1, 2]  d [0, 2, 2]
-    q5 (x=6): 3->3, 4->3, 1->5              => [3, 4, 1]  d [3, 3, 5]
-    """
-    indices, distances = analysis.nearest_neighbours(LINE_X, k=3)
-    np.testing.assert_array_equal(
-        indices, [[1, 2, 3], [2, 0, 3], [1, 0, 3], [4, 1, 2], [3, 1, 2], [3, 4, 1]]
-    )
-    np.testing.assert_array_equal(
-        distances, [[1, 1, 3], [0, 1, 2], [0, 1, 2], [0, 2, 2], [0, 2, 2], [3, 3, 5]]
-    )
-    assert indices.dtype == np.int64 and distances.dtype == np.float32
-    for block_size, gallery_block_size in [(1, 1), (2, 4), (5, 2)]:
-        blocked = analysis.nearest_neighbours(
-            LINE_X, k=3, block_size=block_size, gallery_block_size=gallery_block_size
-        )
-        np.testing.assert_array_equal(blocked[0], indices)
-        np.testing.assert_array_equal(blocked[1], distances)
-
-
-def test_without_self_exclusion_each_point_finds_itself_or_an_earlier_duplicate():
-    """With exclude_self=False, q2 (x=1) ties at distance 0 with index 1, which comes first."""
-    indices, distances = analysis.nearest_neighbours(LINE_X, k=2, exclude_self=False)
-    np.testing.assert_array_equal(indices[:, 0], [0, 1, 1, 3, 3, 5])
-    np.testing.assert_array_equal(indices[2], [1, 2])
-    np.testing.assert_array_equal(distances[:, 0], 0)
-
-
-@pytest.mark.parametrize("block_size,gallery_block_size", [(7, 5), (64, 3), (1000, 10000)])
-def test_integer_data_with_many_ties_matches_brute_force(block_size, gallery_block_size):
-    """Values in {-1, 0, 1}^3: 27 distinct points for 120 items, so exact ties and duplicates
-    everywhere; integer arithmetic is exact in float32, so indices must equal a stable argsort."""
-    rng = np.random.default_rng(0)
-    data = rng.integers(-1, 2, size=(120, 3)).astype(np.float32)
-    expected_idx, expected_dist = brute_force_neighbours(data, data, 20, np.arange(120))
-    indices, distances = analysis.nearest_neighbours(
-        data, k=20, block_size=block_size, gallery_block_size=gallery_block_size
-    )
-    np.testing.assert_array_equal(indices, expected_idx)
-    np.testing.assert_allclose(distances, expected_dist, rtol=1e-6)
-
-
-def test_random_unit_vectors_match_brute_force_and_blocking_does_not_matter():
-    rng = np.random.default_rng(1)
-    queries = rng.standard_normal((90, 16)).astype(np.float32)
-    gallery = rng.standard_normal((250, 16)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    expected_idx, expected_dist = brute_force_neighbours(queries, gallery, 10, [-1] * 90)
-    unblocked = analysis.nearest_neighbours(queries, gallery, k=10, block_size=10**6)
-    blocked = analysis.nearest_neighbours(
-        queries, gallery, k=10, block_size=8, gallery_block_size=33
-    )
-    for indices, distances in (unblocked, blocked):
-        np.testing.assert_array_equal(indices, expected_idx)
-        np.testing.assert_allclose(distances, expected_dist, atol=1e-3)
-    np.testing.assert_array_equal(blocked[0], unblocked[0])
-
-
-def test_exclude_indices_for_queries_taken_from_the_gallery():
-    """Queries 3 and 0 of LINE_X searched in the full gallery: q3 (x=3) -> [4, 1, 2] without
-    itself; q0 (x=0) -> [1, 2, 3]; -1 keeps the query: x=6 as a third query finds 5 first."""
-    indices, _ = analysis.nearest_neighbours(
-        LINE_X[[3, 0, 5]], LINE_X, k=3, exclude_indices=np.array([3, 0, -1])
-    )
-    np.testing.assert_array_equal(indices, [[4, 1, 2], [1, 2, 3], [5, 3, 4]])
-
-
-@pytest.mark.parametrize(
-    "kwargs,message",
-    [
-        ({"queries": np.zeros((3, 2)), "k": 3}, "k must be in"),
-        ({"queries": np.zeros((3, 2)), "gallery": np.zeros((3, 2)), "k": 4}, "k must be in"),
-        ({"queries": np.zeros((3, 2)), "k": 0}, "k must be in"),
-        ({"queries": np.array([[0.0, np.nan], [1, 1]]), "k": 1}, "queries contains NaN"),
-        ({"queries": np.zeros(3), "k": 1}, "queries must have shape"),
-        ({"queries": np.zeros((3, 2)), "gallery": np.zeros((3, 4)), "k": 1}, "dimension"),
-        ({"queries": np.zeros((3, 2)), "k": 1, "block_size": 0}, "block_size"),
-        ({"queries": np.zeros((3, 2)), "k": 1, "exclude_indices": np.array([0, 3, 1])}, "lie in"),
-    ],
-)
-def test_nearest_neighbours_rejects_bad_input(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        analysis.nearest_neighbours(**kwargs)
-
-
-# ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
+
+
+def test_metrics_from_a_match_table_hand_computed():
+    """Query 0 (R = 2): hit, miss, hit; query 1 (R = 1): miss, miss, hit.
+
+    Recall@1 = 1/2, @2 = 1/2, @3 = 2/2; Precision@1 = 1/2; R-Precision = (1/2 + 0/1) / 2 = 0.25;
+    MAP@R = ((1/1) / 2 + 0 / 1) / 2 = 0.25 (query 0: only rank 1 counts within R = 2).
+    """
+    matches = np.array([[True, False, True], [False, False, True]])
+    num_relevant = np.array([2, 1])
+    assert analysis.recall_at_k_from_matches(matches, [3, 1, 2]) == {1: 0.5, 2: 0.5, 3: 1.0}
+    assert analysis.precision_at_1_from_matches(matches) == 0.5
+    assert analysis.r_precision_from_matches(matches, num_relevant) == 0.25
+    assert analysis.map_at_r_from_matches(matches, num_relevant) == 0.25
+    table = analysis.MatchTable(matches, num_relevant, 7)
+    assert analysis.metrics_from_matches(table, ks=(1, 3)) == {
+        "recall@1": 0.5,
+        "recall@3": 1.0,
+        "precision@1": 0.5,
+        "r_precision": 0.25,
+        "map@r": 0.25,
+        "num_queries": 2,
+        "embedding_dim": 7,
+    }
 
 
 def test_line_metrics_hand_computed():
@@ -278,6 +194,27 @@ def test_metrics_reject_bad_input(kwargs, message):
         analysis.retrieval_metrics(**arguments)
 
 
+@pytest.mark.parametrize("separate_queries", [False, True])
+def test_metrics_in_query_chunks_with_k_far_beyond_r_match_the_loop(monkeypatch, separate_queries):
+    """SOP-style: classes of 2-5 items, Recall@K up to K = 100 (far beyond every R), the exact
+    search split into chunks of 7 queries; every metric as the plain loop computes it."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(50), rng.integers(2, 6, size=50))
+    gallery = rng.standard_normal((len(labels), 8)).astype(np.float32)
+    queries = query_labels = None
+    if separate_queries:
+        queries = rng.standard_normal((40, 8)).astype(np.float32)
+        query_labels = rng.integers(0, 55, size=40)  # some without any relevant item
+    monkeypatch.setattr(analysis, "_MATCH_CHUNK", 7)
+    ks = (1, 10, 100)
+    expected = loop_metrics(gallery, labels, ks, queries, query_labels)
+    metrics = analysis.retrieval_metrics(
+        gallery, labels, ks=ks, query_embeddings=queries, query_labels=query_labels
+    )
+    metrics.pop("embedding_dim")
+    assert metrics == pytest.approx(expected, abs=1e-9)
+
+
 # ----------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------
@@ -315,74 +252,12 @@ def test_compare_models_table_one_row_per_model():
         analysis.compare_models_table({})
 
 
-# ----------------------------------------------------------------------------------------------
-# compute_embeddings
-# ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    import keras
-
-    images = keras.Input((6, 6, 3), name="images")
-    pooled = keras.layers.GlobalAveragePooling2D()(images)
-    embeddings = keras.layers.Dense(4, name="embeddings")(pooled)
-    logits = keras.layers.Dense(3, name="logits")(pooled)
-    plain = keras.Model(images, embeddings)
-    with_dict = keras.Model(images, {"embeddings": embeddings, "logits": logits})
-    return plain, with_dict
-
-
-def test_compute_embeddings_matches_direct_call_with_partial_last_batch(tiny_model):
-    import tensorflow as tf
-
-    plain, with_dict = tiny_model
-    rng = np.random.default_rng(4)
-    images = rng.uniform(0, 255, size=(10, 6, 6, 3)).astype(np.float32)
-    labels = np.arange(10, dtype=np.int32) % 3
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # 4, 4, 2
-    expected = np.asarray(plain(images, training=False))
-    for model in (plain, with_dict):
-        embeddings, got_labels = analysis.compute_embeddings(model, dataset, progress=False)
-        assert embeddings.shape == (10, 4) and embeddings.dtype == np.float32
-        np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-4)
-        np.testing.assert_array_equal(got_labels, labels)
-
-
-def test_compute_embeddings_rejects_bad_datasets(tiny_model):
-    import keras
-    import tensorflow as tf
-
-    plain, _ = tiny_model
-    images = np.zeros((2, 6, 6, 3), np.float32)
-    with pytest.raises(ValueError, match="pairs"):
-        analysis.compute_embeddings(plain, tf.data.Dataset.from_tensor_slices(images).batch(2))
-    empty = tf.data.Dataset.from_tensor_slices((images, np.zeros(2))).take(0)
-    with pytest.raises(ValueError, match="empty"):
-        analysis.compute_embeddings(plain, empty, progress=False)
-    inputs = keras.Input((6, 6, 3))
-    only_logits = keras.Model(inputs, {"logits": keras.layers.GlobalAveragePooling2D()(inputs)})
-    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(2))).batch(2)
-    with pytest.raises(ValueError, match="without 'embeddings'"):
-        analysis.compute_embeddings(only_logits, dataset, progress=False)
-
-
-@pytest.mark.parametrize("separate_queries", [False, True])
-def test_metrics_in_query_chunks_with_k_far_beyond_r_match_the_loop(monkeypatch, separate_queries):
-    """SOP-style: classes of 2-5 items, Recall@K up to K = 100 (far beyond every R), the exact
-    search split into chunks of 7 queries; every metric as the plain loop computes it."""
-    rng = np.random.default_rng(5)
-    labels = np.repeat(np.arange(50), rng.integers(2, 6, size=50))
-    gallery = rng.standard_normal((len(labels), 8)).astype(np.float32)
-    queries = query_labels = None
-    if separate_queries:
-        queries = rng.standard_normal((40, 8)).astype(np.float32)
-        query_labels = rng.integers(0, 55, size=40)  # some without any relevant item
-    monkeypatch.setattr(analysis, "_MATCH_CHUNK", 7)
-    ks = (1, 10, 100)
-    expected = loop_metrics(gallery, labels, ks, queries, query_labels)
-    metrics = analysis.retrieval_metrics(
-        gallery, labels, ks=ks, query_embeddings=queries, query_labels=query_labels
-    )
-    metrics.pop("embedding_dim")
-    assert metrics == pytest.approx(expected, abs=1e-9)
+@needs_faiss
+def test_retrieval_metrics_dispatch_to_faiss():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(20, size=800)
+    centres = rng.normal(size=(20, 16)) * 3.0
+    data = (centres[labels] + rng.normal(size=(800, 16)) * 2.2).astype(np.float32)
+    exact = analysis.retrieval_metrics(data, labels)
+    assert analysis.retrieval_metrics(data, labels, method="faiss") == exact
+    assert analysis.recall_at_k(data, labels, method="faiss") == analysis.recall_at_k(data, labels)
