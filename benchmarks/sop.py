@@ -9,7 +9,9 @@ image's header and end marker) and the metric-learning split.
 Part 2 (``--part evaluation``): Recall@1/10/100/1000, R-Precision and MAP@R of 60,502 random
 unit embeddings of 1,536 dimensions with SOP's test classes (11,316 classes of 2-12 images), by
 ``net.analysis.retrieval_metrics`` with each search method, each in a fresh process, with its
-time, the growth of the process's peak resident memory and tracemalloc's peak. The seed's way
+time, the growth of the process's peak resident memory over the evaluation, the process's
+whole peak (embeddings, Python, NumPy and what the imports load included) and tracemalloc's
+peak. The seed's way
 (``pdist`` + ``squareform`` + a full ``argsort``, see ``benchmarks/evaluation.py``) is timed on
 ``--seed-num`` embeddings and extrapolated to N by N^2 (its N x N float64 matrix alone would be
 29.3 GB for SOP).
@@ -131,7 +133,9 @@ def measure_one(method: str, num: int, dim: int, classes: int, ks=KS) -> dict:
         seconds = time.perf_counter() - start
         _, traced = tracemalloc.get_traced_memory()
         tracemalloc.stop()
+    peak_kib = common._status_kib("VmHWM")  # the block's peak: the reset is on entry
     return {
+        "process_peak_mb": None if peak_kib is None else peak_kib / 1024,
         "method": method,
         "seconds": seconds,
         "rss_growth_mb": rss.growth_mb,
@@ -172,12 +176,13 @@ def run_evaluation(args) -> dict:
         results[method] = result
         metrics = result["metrics"]
         recalls = " / ".join(f"{100 * metrics[f'recall@{k}']:.2f}" for k in KS if k < args.num)
-        rss = result["rss_growth_mb"]
+        rss, peak = result["rss_growth_mb"], result["process_peak_mb"]
         rows.append(
             [
                 f"ours: method={method!r}",
                 f"{result['seconds']:.1f}",
                 "-" if rss is None else f"{rss:,.0f} MB",
+                "-" if peak is None else f"{peak:,.0f} MB",
                 f"{result['traced_mb']:,.0f} MB",
                 recalls,
             ]
@@ -193,13 +198,17 @@ def run_evaluation(args) -> dict:
             f">= {seed_matrix / 1e9:,.1f} GB",
             "-",
             "-",
+            "-",
         ],
     )
     print(
         f"{args.num:,} x {args.dim} unit embeddings, {args.classes:,} classes of 2-12 images, "
         f"Recall@{KS}, R-Precision, MAP@R (embeddings: {4 * args.num * args.dim / 1e6:,.0f} MB)"
     )
-    header = ["way", "seconds", "peak RSS growth", "tracemalloc peak", "Recall@1/10/100/1000 %"]
+    header = [
+        "way", "seconds", "peak RSS growth", "process peak RSS", "tracemalloc peak",
+        "Recall@1/10/100/1000 %",
+    ]  # fmt: skip
     common.print_table(header, rows)
     exact = results.get("exact")
     if exact is None:
