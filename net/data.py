@@ -165,13 +165,32 @@ class Records:
             roles=self.roles[selection],
         )
 
+    def dense(self) -> Records:
+        """The same images with labels renumbered ``0 .. C - 1`` over the classes present.
+
+        ``class_names`` keeps only the present classes, in their order, so every image keeps
+        its class name; labels index a classifier's C logits directly. Records whose labels
+        already are ``0 .. C - 1`` are returned as they are.
+        """
+        present = self.classes
+        if np.array_equal(present, np.arange(len(present))):
+            return self
+        return Records(
+            paths=self.paths,
+            labels=np.searchsorted(present, self.labels),
+            bboxes=self.bboxes,
+            class_names=tuple(self.class_names[i] for i in present),
+            roles=self.roles,
+        )
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
     """The metric-learning split of a data set: three class-disjoint Records.
 
     Attributes:
-        train: images of the training classes (labels ``0 .. num_train - num_val - 1``).
+        train: images of the training classes, labels dense (``0 .. C - 1`` over the C classes
+            it holds, indexing its own ``class_names``; see :meth:`Records.dense`).
         val: images of the validation classes, held out of the training classes (may be empty).
         test: images of the test classes (query set and gallery at once).
     """
@@ -610,9 +629,12 @@ def metric_learning_split(
     are the training classes and the rest the test classes; for Cars196 that is classes 1-98
     (8,054 images) for training and 99-196 (8,131 images) for testing. The last
     ``num_val_classes`` training classes are held out as a validation split for model
-    selection, so nothing is ever chosen on the test classes. The split is deterministic, and
-    the remaining training labels are exactly ``0 .. num_train_classes - num_val_classes - 1``,
-    so they index a classifier's logits directly.
+    selection, so nothing is ever chosen on the test classes. The split is deterministic. The
+    training records are renumbered densely (:meth:`Records.dense`): their labels are exactly
+    ``0 .. C - 1`` for the C training classes that have images, so they index a classifier's
+    logits directly even when skipped images emptied a class (which is then left out; the
+    split's class positions are those of the whole data set, so the other classes stay where
+    they were). Validation and test records keep the data set's labels.
 
     Args:
         records: the whole data set.
@@ -642,7 +664,7 @@ def metric_learning_split(
     first_val = num_train_classes - num_val_classes
     labels = records.labels
     return Split(
-        train=records.subset(labels < first_val),
+        train=records.subset(labels < first_val).dense(),
         val=records.subset((labels >= first_val) & (labels < num_train_classes)),
         test=records.subset(labels >= num_train_classes),
     )
@@ -794,6 +816,16 @@ def validate_records(
     keep[list(problems)] = False
     if not keep.any():
         raise DataError("Every image was skipped")
+    dropped = np.setdiff1d(records.classes, records.labels[keep])
+    if len(dropped):
+        names = ", ".join(f"{records.class_names[c]!r} (label {c})" for c in dropped[:20])
+        more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+        logger.warning(
+            "Dropped %d class(es) left with fewer than two usable images: %s%s",
+            len(dropped),
+            names,
+            more,
+        )
     return records.subset(keep)
 
 

@@ -98,8 +98,14 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
 
 
 def auxiliary_classes(config: Config, train: data.Records) -> int:
-    """Classes of the auxiliary classification head: the training classes, or 0 without it."""
-    return train.num_classes if config.loss.auxiliary_weight > 0 else 0
+    """Outputs of the auxiliary classification head: one per training label, or 0 without it.
+
+    Sized from the labels used (the largest plus one), so every training label has its logit;
+    the split's training labels are dense, so this is the number of training classes.
+    """
+    if config.loss.auxiliary_weight <= 0 or not len(train):
+        return 0
+    return int(train.labels.max()) + 1
 
 
 def distribution_strategy(kind: str) -> tf.distribute.Strategy:

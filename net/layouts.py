@@ -638,11 +638,17 @@ def split_counts_table(split: Split, layout: str, images_per_class: int | None =
         The table and its notes, without a trailing newline.
     """
     expected = EXPECTED_COUNTS.get(layout, {})
+    # Training labels are dense over the training classes (net.data.Records.dense): back to
+    # the data set's labels, which the validation records keep.
+    position = {name: i for i, name in enumerate(split.val.class_names)}
+    train_labels = np.array(
+        [position[split.train.class_names[label]] for label in split.train.labels], np.int64
+    )
     train_val = Records(
         np.concatenate([split.train.paths, split.val.paths]),
-        np.concatenate([split.train.labels, split.val.labels]),
+        np.concatenate([train_labels, split.val.labels]),
         np.concatenate([split.train.bboxes, split.val.bboxes]),
-        split.train.class_names,
+        split.val.class_names,
     )
     rows = [("train", split.train, None), ("val", split.val, None)]
     rows.append(("train + val", train_val, expected.get("train")))

@@ -225,7 +225,9 @@ def test_cars196_sized_split_uses_98_training_classes():
     # Half of 196 class names, whatever the labels present.
     records = _records([0, 0, 97, 97, 98, 98, 195, 195], num_names=196)
     split = metric_learning_split(records)
-    assert split.train.classes.tolist() == [0, 97]
+    # Training labels are dense (classes 1-96 have no images): 0 and 1, keeping their names.
+    assert split.train.classes.tolist() == [0, 1]
+    assert split.train.class_names == ("c0", "c97")
     assert split.test.classes.tolist() == [98, 195]
 
 
