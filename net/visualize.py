@@ -449,6 +449,51 @@ def plot_lr_range_test(
     return _save(figure, path)
 
 
+def plot_bar_chart(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    path: PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Horizontal grouped bars: one group per label (the first at the top), one bar per series.
+
+    Args:
+        labels: the groups, e.g. a sweep's run names, in the order to show from the top.
+        series: ``{name: one value per label}``, e.g. ``{"recall@1": [...], "map@r": [...]}``;
+            NaN values draw no bar.
+        path: output PNG file; parent directories are created.
+        title: the figure's title.
+
+    Returns:
+        The path of the PNG written.
+
+    Raises:
+        ValueError: no labels, no series, or a series whose length is not the labels'.
+    """
+    if not labels or not series:
+        raise ValueError("a bar chart needs at least one label and one series")
+    for name, values in series.items():
+        if len(values) != len(labels):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(labels)} labels")
+    count = len(series)
+    height = 0.8 / count
+    figure = Figure(figsize=(9.0, 1.2 + 0.25 * len(labels) * max(count, 2)))
+    axes = figure.subplots()
+    rows = np.arange(len(labels))[::-1].astype(np.float64)  # the first label at the top
+    for index, (name, values) in enumerate(series.items()):
+        offsets = rows + (count - 1) / 2 * height - index * height
+        bars = axes.barh(offsets, np.asarray(values, dtype=np.float64), height=height, label=name)
+        axes.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    axes.set_yticks(rows, [shorten_middle(label, 60) for label in labels], fontsize=8)
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def write_html_report(
     title: str,
     sections: Sequence[tuple[str, Sequence[PathLike]]],

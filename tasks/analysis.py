@@ -101,3 +101,17 @@ def export_embeddings(
     except (DataError, experiment.ModelFileError) as error:
         fail(f"Export stopped: {error}")
     print(f"Wrote {written.parent}; see it with: tensorboard --logdir {model_file.parent}")
+
+
+@task(help={"sweep_dir": "the sweep's folder (<output.root>/sweeps/<name>)"})
+def compare_sweep(c, sweep_dir):
+    """One table of a sweep's test metrics (Markdown, CSV, bar chart PNG + HTML), best first."""
+    from net import comparison
+    from net.sweep import SweepError
+
+    try:
+        paths = comparison.write_comparison(sweep_dir)
+    except SweepError as error:
+        fail(f"Comparison stopped: {error}")
+    print(paths["markdown"].read_text())
+    print("Wrote " + ", ".join(str(path) for path in paths.values()))

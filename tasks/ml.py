@@ -85,3 +85,64 @@ def find_lr(
         fail(f"Learning-rate range test stopped: {error}")
     print(lr_finder.summary(result))
     print(f"Plot: {page} (and lr_finder.png, lr_finder.csv beside it)")
+
+
+@task(
+    iterable=["grid", "set_"],
+    help={
+        "grid": "KEY=V1,V2,... : one key of the grid and its values (YAML); repeatable, every "
+        "combination is trained, e.g. --grid model.descriptors=S,M,G --grid "
+        "loss.auxiliary_weight=0,1",
+        "grid_file": "YAML file of the grid instead of (or besides) --grid: {dotted key: [values]}",
+        "name": "the sweep's folder under <output.root>/sweeps/ (default: the grid's keys)",
+        "config_path": CONFIG_HELP,
+        "profile": PROFILE_HELP,
+        "set_": SET_HELP + "; applies to every run",
+        "parallel": "runs at once (default 1); each sees one GPU via CUDA_VISIBLE_DEVICES",
+        "print_commands": "only print each run's ml.train command line (for a Slurm array or "
+        "xargs -P), one a line",
+        "retry_failed": "run again the runs that failed in an earlier start",
+    },
+)
+def sweep(
+    c,
+    grid=None,
+    grid_file=None,
+    name=None,
+    config_path="config.yaml",
+    profile=None,
+    set_=None,
+    parallel=1,
+    print_commands=False,
+    retry_failed=False,
+):
+    """Train every combination of a grid of overrides, one run each; resumable; one table."""
+    config = load(config_path, profile, set_)
+    from pathlib import Path
+
+    from net import comparison
+    from net import sweep as sweeps
+
+    try:
+        grid = sweeps.build_grid(grid or [], grid_file)
+        name = name or sweeps.default_name(grid)
+        if sweeps.safe_name(name) != name or name in (".", ".."):
+            fail(f"--name {name!r}: use letters, digits and . _ = + - only", code=2)
+        sweep_dir = Path(config.output.root) / "sweeps" / name
+        base = sweeps.SweepBase(str(Path(config_path).resolve()), profile or None, tuple(set_))
+        if print_commands:
+            print("\n".join(sweeps.run_commands(base, sweeps.grid_runs(grid), sweep_dir)))
+            return
+        print(f"Sweep {sweep_dir}: {len(sweeps.grid_runs(grid))} runs")
+        record = sweeps.run_sweep(base, grid, sweep_dir, parallel=int(parallel),
+                                  retry_failed=retry_failed)  # fmt: skip
+    except sweeps.SweepError as error:
+        fail(f"Sweep error: {error}", code=2)
+    except KeyboardInterrupt:
+        fail(f"Sweep stopped; the same command resumes it ({sweep_dir})", code=130)
+    paths = comparison.write_comparison(sweep_dir)
+    print(paths["markdown"].read_text())
+    print("Wrote " + ", ".join(str(path) for path in paths.values()))
+    failed = [run for run, entry in record["runs"].items() if entry["status"] != "finished"]
+    if failed:
+        fail(f"{len(failed)} of {len(record['runs'])} runs did not finish: {', '.join(failed)}")

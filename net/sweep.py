@@ -1,0 +1,495 @@
+"""Sweeps: a grid of configuration overrides trained as independent runs, compared in one table.
+
+A sweep is a folder ``<output.root>/sweeps/<name>/`` holding one run directory per combination
+of the grid, named after its settings (``descriptors=SG+auxiliary_weight=0``), and
+``sweep.json``, the sweep's record: the base command (configuration file, profile, overrides),
+the grid, and each run's status (``pending``, ``running``, ``finished``, ``failed`` with its
+message, ``interrupted``) and wall time.
+
+Each run is its own process, the same ``invoke ml.train ... --set KEY=VALUE --run-dir DIR``
+command line that :func:`run_commands` prints for job runners (Slurm arrays, ``xargs -P``), so
+a sweep started again with the same arguments skips the finished runs, and an interrupted run
+resumes through the run directory's own resume machinery. :mod:`net.comparison` turns a sweep
+into one table. This module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from net.config import ConfigError, apply_override, load_config, parse_value
+from net.files import atomic_write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The record of a sweep, in its folder.
+RECORD_NAME = "sweep.json"
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start: a bad grid, a grid file, or another sweep's folder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun:
+    """One combination of a grid.
+
+    Attributes:
+        name: the run directory's name, made of its settings.
+        settings: ``{dotted key: value}`` in the grid's order.
+    """
+
+    name: str
+    settings: dict[str, Any]
+
+    @property
+    def overrides(self) -> list[str]:
+        """The settings as ``KEY=VALUE`` overrides (``--set`` options)."""
+        return [f"{key}={format_value(value)}" for key, value in self.settings.items()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepBase:
+    """What every run of a sweep shares: the ``ml.train`` arguments besides the grid.
+
+    Attributes:
+        config_path: the configuration file.
+        profile: its profile, or ``None``.
+        overrides: ``KEY=VALUE`` overrides applied before the grid's settings.
+    """
+
+    config_path: str
+    profile: str | None = None
+    overrides: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """A value as one line of YAML (what ``--set KEY=VALUE`` reads back to the same value)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def split_values(text: str) -> list[str]:
+    """Splits ``v1,v2,...`` at the commas outside brackets and braces (``[1, 2],[4]``)."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts]
+
+
+def parse_grid_option(text: str) -> tuple[str, list[Any]]:
+    """One ``--grid`` option: ``KEY=V1,V2,...`` with YAML values.
+
+    Raises:
+        SweepError: no ``=``, an empty value, or a value that is not YAML; naming the key.
+    """
+    key, equals, values = text.partition("=")
+    key = key.strip()
+    if not equals or not key:
+        raise SweepError(f"--grid {text}: expected KEY=V1,V2,..., e.g. model.descriptors=S,G")
+    items = split_values(values)
+    if any(not item for item in items):
+        raise SweepError(f"--grid {text}: an empty value for {key}")
+    try:
+        return key, [parse_value(item, key) for item in items]
+    except ConfigError as error:
+        raise SweepError(str(error).replace("--set", "--grid", 1)) from error
+
+
+def read_grid_file(path: str | os.PathLike) -> dict[str, list[Any]]:
+    """A grid from a YAML file: ``{dotted key: [values]}`` (a single value is one choice).
+
+    Raises:
+        SweepError: the file is missing, not YAML, or not such a mapping.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SweepError(f"{path}: cannot read the grid file ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        raise SweepError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(raw, dict) or not raw:
+        raise SweepError(f"{path}: expected a mapping of dotted keys to lists of values")
+    grid = {}
+    for key, values in raw.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise SweepError(f"{path}: {key}: an empty list of values")
+        # As on the command line: 1e-3 is a number.
+        grid[str(key)] = [parse_value(v, key) if isinstance(v, str) else v for v in values]
+    return grid
+
+
+def build_grid(
+    options: Sequence[str] = (), grid_file: str | os.PathLike | None = None
+) -> dict[str, list[Any]]:
+    """The grid of ``--grid`` options and a grid file, in order; each key checked to exist.
+
+    Raises:
+        SweepError: no grid, a key given twice, a malformed option, or a key that the
+            configuration does not have (naming it).
+    """
+    pairs = list(read_grid_file(grid_file).items()) if grid_file else []
+    pairs += [parse_grid_option(option) for option in options]
+    if not pairs:
+        raise SweepError("no grid: give --grid KEY=V1,V2 (repeatable) or --grid-file FILE")
+    grid: dict[str, list[Any]] = {}
+    for key, values in pairs:
+        if key in grid:
+            raise SweepError(f"--grid: {key} is given twice")
+        try:
+            apply_override({}, key, values[0], source=f"--grid {key}")
+        except ConfigError as error:
+            raise SweepError(str(error)) from error
+        grid[key] = values
+    return grid
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each key's last part, unless two keys share it (then the whole dotted key)."""
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return {
+        key: short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)
+    }
+
+
+def safe_name(text: str) -> str:
+    """A text fit for a folder name (characters other than letters, digits, ``._=+-`` as ``-``)."""
+    return _NAME_UNSAFE.sub("-", text).strip("-") or "-"
+
+
+def grid_runs(grid: Mapping[str, Sequence[Any]]) -> list[SweepRun]:
+    """Every combination of the grid (the last key varying fastest), each with its name.
+
+    A name joins ``key=value`` with ``+`` (``descriptors=SG+auxiliary_weight=0``): the key's last
+    part, characters other than letters, digits, ``._=-`` replaced by ``-``; numbered when two
+    combinations would share a name.
+    """
+    short = _short_keys(list(grid))
+    runs, seen = [], set()
+    for values in itertools.product(*grid.values()):
+        settings = dict(zip(grid, values, strict=True))
+        name = "+".join(
+            f"{safe_name(short[key])}={safe_name(format_value(value))}"
+            for key, value in settings.items()
+        )
+        unique, number = name, 2
+        while unique in seen:
+            unique, number = f"{name}+{number}", number + 1
+        seen.add(unique)
+        runs.append(SweepRun(unique, settings))
+    return runs
+
+
+def default_name(grid: Mapping[str, Sequence[Any]]) -> str:
+    """The sweep's default name: its keys (``descriptors+auxiliary_weight``)."""
+    return "+".join(safe_name(key) for key in _short_keys(list(grid)).values())
+
+
+# --------------------------------------------------------------------------------------------
+# Commands and the record
+# --------------------------------------------------------------------------------------------
+
+
+def train_command(
+    base: SweepBase, run: SweepRun, run_dir: str | os.PathLike, program: Sequence[str]
+) -> list[str]:
+    """The ``ml.train`` command line of one run.
+
+    Args:
+        base: the shared arguments.
+        run: the combination.
+        run_dir: its run directory.
+        program: how to call invoke (``["invoke"]``, or ``[python, "-m", "invoke", ...]``).
+    """
+    command = [*program, "ml.train", "--config-path", str(base.config_path)]
+    if base.profile:
+        command += ["--profile", base.profile]
+    for override in (*base.overrides, *run.overrides):
+        command += ["--set", override]
+    return command + ["--run-dir", str(run_dir)]
+
+
+def _invoke_program() -> list[str]:
+    return [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
+
+
+def run_commands(base: SweepBase, runs: Sequence[SweepRun], sweep_dir: Path) -> list[str]:
+    """The runs' command lines, shell-quoted, one a line (for a Slurm array or ``xargs -P``)."""
+    return [shlex.join(train_command(base, run, sweep_dir / run.name, ["invoke"])) for run in runs]
+
+
+def read_record(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+    """A sweep's ``sweep.json``.
+
+    Raises:
+        SweepError: the folder holds no sweep record, or an unreadable one.
+    """
+    path = Path(sweep_dir) / RECORD_NAME
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise SweepError(f"{sweep_dir}: not a sweep folder (no {RECORD_NAME})") from error
+    except (OSError, ValueError) as error:
+        raise SweepError(f"{path}: unreadable sweep record ({error})") from error
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), dict):
+        raise SweepError(f"{path}: not a sweep record (no runs)")
+    return record
+
+
+def _open_record(
+    sweep_dir: Path, base: SweepBase, grid: Mapping[str, Sequence[Any]], runs: Sequence[SweepRun]
+) -> dict[str, Any]:
+    """The sweep's record, created or continued; a folder of another sweep is refused."""
+    stored_base = {
+        "config_path": str(Path(base.config_path).resolve()),
+        "profile": base.profile,
+        "overrides": list(base.overrides),
+    }
+    record = {"base": stored_base, "grid": {}, "runs": {}}
+    if (sweep_dir / RECORD_NAME).exists():
+        record = read_record(sweep_dir)
+        if record.get("base") != stored_base:
+            raise SweepError(
+                f"{sweep_dir} holds a sweep of another configuration ({record.get('base')}); "
+                "give the same --config-path, --profile and --set, or another --name"
+            )
+    record["grid"] = {**record.get("grid", {}), **{key: list(v) for key, v in grid.items()}}
+    for run in runs:
+        entry = record["runs"].setdefault(run.name, {"status": "pending", "seconds": 0.0})
+        entry["settings"] = run.settings
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a process's output (progress bars' carriage returns cut)."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    for line in reversed(text.replace("\r", "\n").splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _stop_with_parent() -> None:
+    """Makes a run's process (on Linux) get SIGTERM when the sweep dies, even by ``kill -9``.
+
+    No run trains on unseen; it resumes from its last epoch when the sweep is started again.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _Process:
+    """A running run: its process, the reader thread copying its output, the output's tail."""
+
+    def __init__(self, run: SweepRun, command: list[str], log_path: Path, env, echo: TextIO | None):
+        self.run, self.started = run, time.monotonic()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log_path.open("ab")
+        self.tail = b""
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+            preexec_fn=_stop_with_parent,
+        )
+        self.reader = threading.Thread(target=self._copy, args=(echo,), daemon=True)
+        self.reader.start()
+
+    def _copy(self, echo: TextIO | None) -> None:
+        for chunk in iter(lambda: self.process.stdout.read1(65536), b""):
+            self.log.write(chunk)
+            self.log.flush()
+            self.tail = (self.tail + chunk)[-4096:]
+            if echo is not None:
+                echo.write(chunk.decode(errors="replace"))
+                echo.flush()
+
+    def finish(self) -> tuple[int, str, float]:
+        """Waits for the output; returns the exit code, the last output line and the time."""
+        code = self.process.wait()
+        self.reader.join()
+        self.log.close()
+        return code, _last_line(self.tail.decode(errors="replace")), self.seconds()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _devices(parallel: int, environ: Mapping[str, str]) -> list[str | None]:
+    """The GPU of each of ``parallel`` slots; ``None`` (no change) when one run at a time.
+
+    The visible GPUs (``CUDA_VISIBLE_DEVICES``, else 0 to N - 1), one a slot.
+    """
+    if parallel == 1:
+        return [None]
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(i) for i in range(parallel)]
+    devices = [d.strip() for d in visible.split(",") if d.strip()]
+    if len(devices) < parallel:
+        raise SweepError(
+            f"--parallel {parallel} needs one GPU each, but CUDA_VISIBLE_DEVICES={visible!r} "
+            f"names {len(devices)}"
+        )
+    return devices[:parallel]
+
+
+def run_sweep(
+    base: SweepBase,
+    grid: Mapping[str, Sequence[Any]],
+    sweep_dir: str | os.PathLike,
+    *,
+    parallel: int = 1,
+    retry_failed: bool = False,
+    command: Callable[[SweepBase, SweepRun, Path], list[str]] | None = None,
+    out: TextIO | None = None,
+) -> dict[str, Any]:
+    """Trains every combination of a grid not finished yet, each as its own process.
+
+    Finished runs (``metrics.json`` in their folder) are skipped; an interrupted run is run
+    again with the same command, which resumes it from its last saved epoch; a run whose
+    settings the configuration rejects, or whose process fails, is recorded as failed with its
+    message (and skipped next time unless ``retry_failed``), and the sweep goes on. Each run's
+    output goes to ``<run dir>/sweep.log`` (and to ``out`` when one run at a time).
+
+    Args:
+        base: the arguments every run shares.
+        grid: ``{dotted key: values}``.
+        sweep_dir: the sweep's folder.
+        parallel: runs at once; with more than one, each run sees one GPU
+            (``CUDA_VISIBLE_DEVICES``).
+        retry_failed: run again the runs that failed before.
+        command: the command line of a run (default: ``ml.train`` in this repository).
+        out: where progress lines go (default: standard output).
+
+    Returns:
+        The sweep's record (as written to ``sweep.json``).
+
+    Raises:
+        SweepError: ``parallel`` below 1 or more than the visible GPUs, or the folder holds a
+            sweep of another configuration.
+    """
+    out = out or sys.stdout
+    if parallel < 1:
+        raise SweepError(f"--parallel must be at least 1, got {parallel}")
+    devices = _devices(parallel, os.environ)
+    sweep_dir = Path(sweep_dir)
+    runs = grid_runs(grid)
+    record = _open_record(sweep_dir, base, grid, runs)
+    command = command or (lambda b, r, d: train_command(b, r, d, _invoke_program()))
+
+    def save() -> None:
+        atomic_write_json(sweep_dir / RECORD_NAME, record)
+
+    queue = []
+    for run in runs:
+        entry = record["runs"][run.name]
+        if (sweep_dir / run.name / "metrics.json").is_file():
+            entry["status"] = "finished"
+            print(f"[sweep] {run.name}: finished before, skipped", file=out)
+            continue
+        if entry["status"] == "failed" and not retry_failed:
+            print(f"[sweep] {run.name}: failed before ({entry.get('message')}), skipped "
+                  "(--retry-failed runs it again)", file=out)  # fmt: skip
+            continue
+        try:
+            load_config(base.config_path, base.profile, overrides=[*base.overrides, *run.overrides])
+        except ConfigError as error:
+            entry.update(status="failed", message=str(error))
+            print(f"[sweep] {run.name}: failed: {error}", file=out)
+            continue
+        queue.append(run)
+    save()
+    free = list(devices)
+    running: list[tuple[_Process, str | None]] = []
+    total, done = len(queue), 0
+    try:
+        while queue or running:
+            while queue and free:
+                run, device = queue.pop(0), free.pop(0)
+                env = dict(os.environ)
+                if device is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = device
+                line = command(base, run, sweep_dir / run.name)
+                gpu = "" if device is None else f" on GPU {device}"
+                print(f"[sweep] {run.name}: started{gpu}: {shlex.join(line)}", file=out)
+                out.flush()
+                echo = out if parallel == 1 else None
+                process = _Process(run, line, sweep_dir / run.name / "sweep.log", env, echo)
+                running.append((process, device))
+                record["runs"][run.name].update(status="running", message=None)
+                save()
+            for process, device in list(running):
+                if process.process.poll() is None:
+                    continue
+                running.remove((process, device))
+                free.append(device)
+                code, last, seconds = process.finish()
+                entry = record["runs"][process.run.name]
+                entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 1)
+                done += 1
+                if code == 0 and (sweep_dir / process.run.name / "metrics.json").is_file():
+                    entry.update(status="finished", message=None)
+                elif code < 0:
+                    entry.update(status="interrupted", message=f"killed by signal {-code}")
+                else:
+                    entry.update(status="failed", message=last or f"exit code {code}")
+                message = f" ({entry['message']})" if entry["message"] else ""
+                print(f"[sweep] {process.run.name}: {entry['status']}{message} [{done}/{total}]",
+                      file=out)  # fmt: skip
+                save()
+            if running:
+                time.sleep(0.2)
+    except BaseException:
+        for process, _ in running:
+            process.process.terminate()
+        for process, _ in running:
+            process.finish()
+            entry = record["runs"][process.run.name]
+            entry.update(status="interrupted", message="the sweep was stopped")
+            entry["seconds"] = round(entry.get("seconds", 0.0) + process.seconds(), 1)
+        save()
+        raise
+    return record
