@@ -269,10 +269,23 @@ def read_record(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-def _open_record(
-    sweep_dir: Path, base: SweepBase, grid: Mapping[str, Sequence[Any]], runs: Sequence[SweepRun]
+def open_sweep(
+    base: SweepBase, grid: Mapping[str, Sequence[Any]], sweep_dir: str | os.PathLike
 ) -> dict[str, Any]:
-    """The sweep's record, created or continued; a folder of another sweep is refused."""
+    """Creates or continues a sweep's record (``sweep.json``), with every run of the grid.
+
+    Args:
+        base: the arguments every run shares.
+        grid: ``{dotted key: values}``.
+        sweep_dir: the sweep's folder (created).
+
+    Returns:
+        The record as written: runs new to it are ``pending``.
+
+    Raises:
+        SweepError: the folder holds a sweep of another configuration.
+    """
+    sweep_dir = Path(sweep_dir)
     stored_base = {
         "config_path": str(Path(base.config_path).resolve()),
         "profile": base.profile,
@@ -287,9 +300,10 @@ def _open_record(
                 "give the same --config-path, --profile and --set, or another --name"
             )
     record["grid"] = {**record.get("grid", {}), **{key: list(v) for key, v in grid.items()}}
-    for run in runs:
+    for run in grid_runs(grid):
         entry = record["runs"].setdefault(run.name, {"status": "pending", "seconds": 0.0})
         entry["settings"] = run.settings
+    atomic_write_json(sweep_dir / RECORD_NAME, record)
     return record
 
 
@@ -417,7 +431,7 @@ def run_sweep(
     devices = _devices(parallel, os.environ)
     sweep_dir = Path(sweep_dir)
     runs = grid_runs(grid)
-    record = _open_record(sweep_dir, base, grid, runs)
+    record = open_sweep(base, grid, sweep_dir)
     command = command or (lambda b, r, d: train_command(b, r, d, _invoke_program()))
 
     def save() -> None:

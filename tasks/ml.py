@@ -99,8 +99,8 @@ def find_lr(
         "profile": PROFILE_HELP,
         "set_": SET_HELP + "; applies to every run",
         "parallel": "runs at once (default 1); each sees one GPU via CUDA_VISIBLE_DEVICES",
-        "print_commands": "only print each run's ml.train command line (for a Slurm array or "
-        "xargs -P), one a line",
+        "print_commands": "print each run's ml.train command line (for a Slurm array or "
+        "xargs -P), one a line, and write the sweep's record; train nothing",
         "retry_failed": "run again the runs that failed in an earlier start",
     },
 )
@@ -131,6 +131,7 @@ def sweep(
         sweep_dir = Path(config.output.root) / "sweeps" / name
         base = sweeps.SweepBase(str(Path(config_path).resolve()), profile or None, tuple(set_))
         if print_commands:
+            sweeps.open_sweep(base, grid, sweep_dir)  # for analysis.compare-sweep afterwards
             print("\n".join(sweeps.run_commands(base, sweeps.grid_runs(grid), sweep_dir)))
             return
         print(f"Sweep {sweep_dir}: {len(sweeps.grid_runs(grid))} runs")

@@ -304,4 +304,8 @@ def test_print_commands_task_prints_one_line_per_run(capsys, tmp_path):
     assert len(lines) == 14
     sweep_dir = tmp_path / "runs" / "sweeps" / "descriptors+auxiliary_weight"
     assert lines[0].endswith(f"--run-dir {sweep_dir / 'descriptors=S+auxiliary_weight=0'}")
-    assert not sweep_dir.exists()  # nothing run, nothing written
+    # Nothing is run; the record lets analysis.compare-sweep tabulate what the job runner did.
+    assert [p.name for p in sweep_dir.iterdir()] == ["sweep.json"]
+    record = sweep.read_record(sweep_dir)
+    assert len(record["runs"]) == 14
+    assert {entry["status"] for entry in record["runs"].values()} == {"pending"}
