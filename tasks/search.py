@@ -8,13 +8,14 @@ DEFAULT_CONFIG = "config.yaml"
 DEFAULT_INDEX_NAME = ".cgd_index.npz"
 
 
-def _config(config_path, profile, set_):
+def _config(config_path, profile, overrides):
     """The configuration, or None when the default file is absent (search needs no data set)."""
     from pathlib import Path
 
-    if not Path(config_path).is_file() and config_path == DEFAULT_CONFIG and not profile:
+    absent = not Path(config_path).is_file() and config_path == DEFAULT_CONFIG
+    if absent and not profile and not overrides:
         return None
-    return load(config_path, profile)
+    return load(config_path, profile, overrides)
 
 
 def _positive_int(name, value):

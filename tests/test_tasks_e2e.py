@@ -113,9 +113,12 @@ def _walk(collection, prefix=""):
         yield from _walk(sub, f"{prefix}{name}.")
 
 
-def test_every_task_that_reads_a_configuration_takes_set():
+def test_every_task_that_reads_a_configuration_applies_set(capsys):
+    """Each task that takes --config-path takes --set and applies it: a bad key stops it with
+    the configuration error naming the key."""
     import inspect
 
+    config = REPO / "config.yaml"
     reading = {
         name: task
         for name, task in _walk(ns)
@@ -123,10 +126,16 @@ def test_every_task_that_reads_a_configuration_takes_set():
         # docker.run only mounts data.root and output.root; the command it runs takes --set.
         and name != "docker.run"
     }
-    assert {"ml.train", "data.check", "demo", "search.index"} <= set(reading)
+    assert {"ml.train", "ml.sweep", "data.check", "demo", "search.index"} <= set(reading)
     for name, task in reading.items():
         assert "set_" in task.iterable, name
-        assert "set_" in inspect.signature(task.body).parameters, name
+        argv = [name, "--config-path", str(config), "--set", "model.descriptor=S"]
+        for param in list(inspect.signature(task.body).parameters.values())[1:]:
+            if param.default is inspect.Parameter.empty:
+                argv += [f"--{param.name.replace('_', '-')}", REQUIRED_ARGUMENTS[param.name]]
+        assert failing_task(*argv) == 2, name
+        error = capsys.readouterr().err
+        assert f"{config}: --set model.descriptor=S: unknown key model.descriptor" in error, name
 
 
 def test_a_bad_override_stops_the_task_with_one_line_naming_the_key(workspace, capsys):
@@ -317,7 +326,11 @@ def test_a_wrong_feature_layer_stops_training_with_one_line(workspace, tmp_path,
 
 
 #: Tasks that read no configuration file.
-NO_CONFIG_TASKS = {"docker.build-app-base-container", "docker.build-app-container"}
+NO_CONFIG_TASKS = {
+    "docker.build-app-base-container",
+    "docker.build-app-container",
+    "analysis.compare-sweep",  # reads a sweep's folder (its runs' saved files)
+}
 #: Placeholder values for the required arguments of the tasks (never reached).
 REQUIRED_ARGUMENTS = {
     "model_path": "no-model",
