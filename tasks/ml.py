@@ -112,7 +112,7 @@ def sweep(
     config_path="config.yaml",
     profile=None,
     set_=None,
-    parallel=1,
+    parallel=None,
     print_commands=False,
     retry_failed=False,
 ):
@@ -124,6 +124,12 @@ def sweep(
     from net import sweep as sweeps
 
     try:
+        parallel = int(parallel or 1)
+    except ValueError:
+        parallel = 0
+    if parallel < 1:
+        fail("--parallel must be a whole number of runs at once, at least 1", code=2)
+    try:
         grid = sweeps.build_grid(grid or [], grid_file)
         name = name or sweeps.default_name(grid)
         if sweeps.safe_name(name) != name or name in (".", ".."):
@@ -134,8 +140,8 @@ def sweep(
             sweeps.open_sweep(base, grid, sweep_dir)  # for analysis.compare-sweep afterwards
             print("\n".join(sweeps.run_commands(base, sweeps.grid_runs(grid), sweep_dir)))
             return
-        print(f"Sweep {sweep_dir}: {len(sweeps.grid_runs(grid))} runs")
-        record = sweeps.run_sweep(base, grid, sweep_dir, parallel=int(parallel),
+        print(f"Sweep {sweep_dir}: {len(sweeps.grid_runs(grid))} combinations")
+        record = sweeps.run_sweep(base, grid, sweep_dir, parallel=parallel,
                                   retry_failed=retry_failed)  # fmt: skip
     except sweeps.SweepError as error:
         fail(f"Sweep error: {error}", code=2)
