@@ -487,7 +487,7 @@ def plot_bar_chart(
         axes.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
     axes.set_yticks(rows, [shorten_middle(label, 60) for label in labels], fontsize=8)
     axes.grid(True, axis="x", alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     if title:
         axes.set_title(title)
     figure.tight_layout()
