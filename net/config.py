@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -183,6 +184,10 @@ class TrainingConfig:
         jit_compile: XLA-compile the train step.
         distribution: ``default`` (one device), ``mirrored`` (all local GPUs) or
             ``multi_worker`` (several machines, from ``TF_CONFIG``).
+        backbone_learning_rate_multiplier: the backbone learns at this times the learning rate
+            (0.1: ten times slower than the heads); 0 freezes it.
+        freeze_backbone_epochs: epochs at the start that train only the heads (the backbone
+            frozen, its BatchNorm statistics too); then everything trains.
     """
 
     epochs: int
@@ -196,6 +201,8 @@ class TrainingConfig:
     mixed_precision: Literal["mixed_float16", "mixed_bfloat16"] | None
     jit_compile: bool
     distribution: Literal["default", "mirrored", "multi_worker"]
+    backbone_learning_rate_multiplier: float
+    freeze_backbone_epochs: int
 
 
 @dataclass(frozen=True)
@@ -592,6 +599,14 @@ def _check_values(config: Config, source: str) -> None:
         fail("training.steps_per_epoch", f"must be positive, got {training.steps_per_epoch}")
     if training.early_stopping_patience < 0:
         fail("training.early_stopping_patience", "must be 0 or more")
+    multiplier = training.backbone_learning_rate_multiplier
+    if not math.isfinite(multiplier) or multiplier < 0:
+        fail("training.backbone_learning_rate_multiplier", f"must be 0 or more, got {multiplier}")
+    if training.freeze_backbone_epochs < 0:
+        fail(
+            "training.freeze_backbone_epochs",
+            f"must be 0 or more, got {training.freeze_backbone_epochs}",
+        )
     schedule = training.schedule
     if not 0 < schedule.factor <= 1:
         fail("training.schedule.factor", f"must be in (0, 1], got {schedule.factor}")

@@ -261,6 +261,11 @@ def test_overrides_apply_after_the_profile_and_are_validated_like_the_file(tmp_p
         ("data.crop=square", "data.crop: 'square' is not one of"),
         ("training.epochs=0", "training.epochs: must be positive, got 0"),
         ("loss.params.margin=-1", "loss.params (batch_hard_triplet)"),
+        (
+            "training.backbone_learning_rate_multiplier=-0.1",
+            "training.backbone_learning_rate_multiplier: must be 0 or more, got -0.1",
+        ),
+        ("training.freeze_backbone_epochs=-1", "training.freeze_backbone_epochs: must be 0 or"),
     ],
 )
 def test_bad_override_values_fail_like_the_file_naming_the_override(override, message):
