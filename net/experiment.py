@@ -165,6 +165,7 @@ def compile_for_training(
         learning_rate=learning_rate,
         weight_decay=config.training.weight_decay,
         jit_compile=config.training.jit_compile,
+        backbone_learning_rate_multiplier=config.training.backbone_learning_rate_multiplier,
     )
 
 
@@ -273,6 +274,10 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
             else None
         ),
         verbose=verbose,
+        images_per_step=replicas * dc.classes_per_batch * dc.images_per_class,
+        embedded_images=len(splits.val),
+        freeze_backbone_epochs=tc.freeze_backbone_epochs,
+        backbone_learning_rate_multiplier=tc.backbone_learning_rate_multiplier,
     )
     best = keras.saving.load_model(run_dir / "best.keras")
     metrics = evaluate(best, splits.test, config)

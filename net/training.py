@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,10 @@ def fit(
     early_stopping_patience: int = 0,
     plateau: dict[str, Any] | None = None,
     verbose: int | str = "auto",
+    images_per_step: int | None = None,
+    embedded_images: int = 0,
+    freeze_backbone_epochs: int = 0,
+    backbone_learning_rate_multiplier: float = 1.0,
 ) -> FitResult:
     """Trains a compiled model, resuming an interrupted run in the same directory.
 
@@ -174,7 +179,15 @@ def fit(
         early_stopping_patience: epochs without improvement before stopping; 0 never stops.
         plateau: ``{"factor": f, "patience": p}`` to lower the learning rate when the
             validation metric stalls, or ``None``.
-        verbose: Keras ``fit`` verbosity (1 shows a progress bar).
+        verbose: ``"auto"``: a progress bar on a terminal, otherwise one plain line per epoch
+            (CI logs, output sent to a file); ``"line"``: one line per epoch; or a Keras
+            ``fit`` verbosity (0 silent, 1 progress bar, 2 Keras' line per epoch).
+        images_per_step: images of one step (the global batch), to log the training images/s;
+            ``None`` logs no throughput.
+        embedded_images: images ``validate`` embeds, to log the embedding images/s.
+        freeze_backbone_epochs: epochs at the start that train only the heads.
+        backbone_learning_rate_multiplier: the multiplier the model was compiled with (see
+            :func:`compile_model`); 0 keeps the backbone frozen for the whole run.
 
     Returns:
         What the run produced.
@@ -205,8 +218,19 @@ def fit(
         state=state,
     )
     callback_list: list[keras.callbacks.Callback] = [nan_guard]
+    if freeze_backbone_epochs or backbone_learning_rate_multiplier == 0:
+        callback_list.append(
+            finetuning.FreezeBackbone(freeze_backbone_epochs, backbone_learning_rate_multiplier)
+        )
     if validate is not None:
         callback_list.append(run_callbacks.ValidationMetrics(validate))
+    if images_per_step:
+        # Right after the validation, whose embedding extraction it times.
+        callback_list.append(
+            run_callbacks.Throughput(
+                images_per_step, embedded_images if validate is not None else 0
+            )
+        )
     callback_list.append(run_callbacks.LearningRateLogger())
     if plateau and validate is not None:
         callback_list.append(
@@ -223,6 +247,11 @@ def fit(
         keras.callbacks.CSVLogger(str(csv_path), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else "line"
+    if verbose == "line":
+        callback_list.append(run_callbacks.EpochLine())  # Last: it prints what the others logged.
+        verbose = 0
     dataset = with_targets(train_dataset(initial_epoch), output_names(model))
     fit_function = (
         functools.partial(_fit_multi_worker, model)
@@ -295,10 +324,16 @@ def _fit_multi_worker(
     with strategy.scope():
         model._symbolic_build(data_batch=local_batch)  # what fit's broken reduce would do
 
-    @tf.function
-    def train_step(batch):
-        logs = strategy.run(model.train_step, args=(batch,))
-        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+    def make_train_step():
+        @tf.function
+        def train_step(batch):
+            logs = strategy.run(model.train_step, args=(batch,))
+            return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+        return train_step
+
+    def trainable() -> list[int]:
+        return [id(variable) for variable in model.trainable_variables]
 
     callback_list = keras.callbacks.CallbackList(
         callbacks,
@@ -312,9 +347,12 @@ def _fit_multi_worker(
     model.stop_training = False
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
+    train_step, traced_for = None, None
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
+        if trainable() != traced_for:  # The first epoch, or the backbone was (un)frozen.
+            train_step, traced_for = make_train_step(), trainable()
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
             logs = {name: float(value) for name, value in train_step(next(iterator)).items()}

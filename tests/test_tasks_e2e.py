@@ -82,6 +82,12 @@ def test_killed_run_resumes_at_the_next_epoch(workspace):
     assert f"Resuming {run_dir} after epoch {killed_after} of {EPOCHS}." in output
     assert f"Epoch {killed_after + 1}/{EPOCHS}" in output
     assert "Epoch 1/" not in output  # nothing repeated
+    # Output to a pipe: one plain line per epoch, no progress bars, no TensorFlow start-up noise.
+    epoch_lines = [line for line in output.splitlines() if line.startswith("Epoch ")]
+    assert len(epoch_lines) == EPOCHS - killed_after
+    assert all(" img/s" in line for line in epoch_lines)
+    assert "\x1b[" not in output and "\r" not in output
+    assert "absl::InitializeLog" not in output and "cudart_stub" not in output
     rows = (run_dir / "log.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(EPOCHS))
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -3,14 +3,16 @@
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from net import callbacks, experiment, losses, pipeline, training
+from net import callbacks, experiment, finetuning, losses, pipeline, training
 from net.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +46,9 @@ def csv_epochs(run_dir):
     return [int(row.split(",")[0]) for row in rows]
 
 
-def test_run_writes_its_artifacts_and_continues_where_it_stopped(demo_dataset_root, tmp_path):
+def test_run_writes_its_artifacts_and_continues_where_it_stopped(
+    demo_dataset_root, tmp_path, capsys
+):
     run_dir = tmp_path / "run"
     first = experiment.train(tiny_config(demo_dataset_root, epochs=1), run_dir, verbose=0)
     assert first["epochs_done"] == 1
@@ -55,18 +59,32 @@ def test_run_writes_its_artifacts_and_continues_where_it_stopped(demo_dataset_ro
     weights_after_one = keras.saving.load_model(run_dir / "last.keras").get_weights()
 
     # Same run directory, a longer run: starts at the second epoch, from the saved weights.
-    second = experiment.train(tiny_config(demo_dataset_root, epochs=2), run_dir, verbose=0)
+    capsys.readouterr()
+    second = experiment.train(tiny_config(demo_dataset_root, epochs=2), run_dir, verbose="line")
+    # One plain line for the epoch (no progress bar), with its speed and wall time.
+    output = capsys.readouterr().out
+    assert re.search(
+        r"^Epoch 2/2: [\d.]+ s, train [\d.]+ img/s, embedding [\d.]+ img/s; .*\bloss ", output, re.M
+    ), output
+    assert "\r" not in output and "\x1b" not in output
     assert second["resumed_from_epoch"] == 1
     assert second["epochs_done"] == 2
     assert csv_epochs(run_dir) == [0, 1]
     log = (run_dir / "log.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "val_recall@1", "val_map@r", "learning_rate"} <= set(log)
+    speed = {"train_images_per_second", "embedding_images_per_second", "epoch_seconds"}
+    assert speed <= set(log)
     # The step schedule (boundary at epoch 1) has decayed the rate by `factor`.
     rows = [
         dict(zip(log, r.split(","), strict=True))
         for r in (run_dir / "log.csv").read_text().splitlines()[1:]
     ]
     assert float(rows[1]["learning_rate"]) == pytest.approx(float(rows[0]["learning_rate"]) * 0.1)
+    assert all(float(row[name]) > 0 for row in rows for name in speed)
+    # TensorBoard has them too.
+    accumulator = EventAccumulator(str(run_dir / "tensorboard" / "train")).Reload()
+    tags = set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
+    assert {f"epoch_{name}" for name in speed} <= tags, tags
     weights_after_two = keras.saving.load_model(run_dir / "last.keras").get_weights()
     assert any(
         not np.array_equal(a, b) for a, b in zip(weights_after_one, weights_after_two, strict=True)
@@ -221,3 +239,43 @@ def test_seed_profile_builds_and_trains_two_steps(demo_dataset_root, tmp_path):
     assert saved.get_layer("resnet50").layers[-1].name == "conv4_block3_out"
     assert saved.get_layer("auxiliary_fc").units == 2  # the 2 classes left for training
     assert 0.0 <= summary["test"]["recall@1"] <= 1.0
+
+
+def test_frozen_backbone_epochs_survive_a_resume(demo_dataset_root, tmp_path):
+    """freeze_backbone_epochs=1: the first epoch leaves the backbone (BatchNorm statistics
+    included) bit-identical; a run resumed from the run directory for a second epoch, with a
+    fresh model as after a crash, trains the backbone."""
+    config = tiny_config(demo_dataset_root)
+    splits = experiment.load_splits(config.data)
+
+    def compiled():
+        model = experiment.build_model(config.model, image_size=32, num_classes=0)
+        training.compile_model(
+            model,
+            metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
+            auxiliary_loss=None,
+            auxiliary_weight=0.0,
+            learning_rate=1e-2,
+        )
+        return model
+
+    def batches(initial_epoch):
+        return pipeline.train_dataset(
+            splits.train, classes_per_batch=2, images_per_class=2, image_size=32, seed=0
+        )
+
+    def backbone_values(model):
+        return [np.array(w) for w in finetuning.backbone_layer(model).get_weights()]
+
+    model = compiled()
+    start = backbone_values(model)
+    options = {"run_dir": tmp_path, "steps_per_epoch": 2, "verbose": 0}
+    training.fit(model, batches, epochs=1, freeze_backbone_epochs=1, **options)
+    after_frozen = backbone_values(keras.saving.load_model(tmp_path / "last.keras"))
+    assert all(np.array_equal(a, b) for a, b in zip(start, after_frozen, strict=True))
+
+    resumed = compiled()
+    result = training.fit(resumed, batches, epochs=2, freeze_backbone_epochs=1, **options)
+    assert result.initial_epoch == 1 and result.epochs_done == 2
+    after_free = backbone_values(keras.saving.load_model(tmp_path / "last.keras"))
+    assert not any(np.array_equal(a, b) for a, b in zip(start, after_free, strict=True))
