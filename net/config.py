@@ -557,10 +557,10 @@ def _check_values(config: Config, source: str) -> None:
         fail("data.num_train_classes", f"must be at least 2, got {data.num_train_classes}")
     if data.num_val_classes < 0:
         fail("data.num_val_classes", f"must be 0 or more, got {data.num_val_classes}")
+    if data.num_val_classes and data.num_val_classes < 2:
+        fail("data.num_val_classes", "must be 0 or at least 2 (retrieval needs negatives)")
     if data.num_train_classes is not None:
         fit_classes = data.num_train_classes - data.num_val_classes
-        if data.num_val_classes and data.num_val_classes < 2:
-            fail("data.num_val_classes", "must be 0 or at least 2 (retrieval needs negatives)")
         if data.classes_per_batch > fit_classes:
             fail(
                 "data.classes_per_batch",

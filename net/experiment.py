@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
 from net.config import Config, ConfigError, DataConfig, ModelConfig
 from net.files import atomic_write_json, atomic_write_text
+from net.runs import (  # noqa: F401  (re-exported: the names the tasks and tests use)
+    ModelFileError,
+    latest_run_dir,
+    resolve_model_path,
+)
 
 #: The validation metric that selects the best model (one constant: net.callbacks).
 VALIDATION_MONITOR = SELECTION_METRIC
@@ -45,11 +51,53 @@ def load_splits(config: DataConfig) -> data.Split:
         skip_bad=config.skip_bad_images,
         full_decode=config.decode_check,
     )
-    return data.metric_learning_split(
-        records,
-        num_train_classes=config.num_train_classes,
-        num_val_classes=config.num_val_classes,
-    )
+    try:
+        return data.metric_learning_split(
+            records,
+            num_train_classes=config.num_train_classes,
+            num_val_classes=config.num_val_classes,
+        )
+    except ValueError as error:  # the class counts do not fit this data set
+        raise data.DataError(f"{config.root}: data.{error}") from None
+
+
+def check_batches_fit(splits: data.Split, config: DataConfig) -> None:
+    """Checks that the training classes can fill a P x K batch.
+
+    (With ``data.num_train_classes`` set, :mod:`net.config` checks this up front; with it null,
+    the number of classes is known only once the data set is read.)
+
+    Raises:
+        net.data.DataError: naming ``data.classes_per_batch`` and the class counts.
+    """
+    classes = splits.train.num_classes
+    if config.classes_per_batch > classes:
+        total = classes + splits.val.num_classes + splits.test.num_classes
+        train = config.num_train_classes
+        raise data.DataError(
+            f"data.classes_per_batch: P = {config.classes_per_batch} classes per batch, but "
+            f"only {classes} training classes remain ({config.root} has {total} classes; "
+            f"num_train_classes {train if train is not None else f'null = {total // 2}'} - "
+            f"num_val_classes {config.num_val_classes})"
+        )
+
+
+def split_records(config: DataConfig, split: str) -> data.Records:
+    """The records of one split (``train``, ``val`` or ``test``) of the configured data set.
+
+    Raises:
+        net.data.DataError: the data set cannot be read, or the split is empty (``val`` with
+            ``data.num_val_classes: 0``).
+    """
+    records = getattr(load_splits(config), split)
+    if len(records) == 0:
+        raise data.DataError(
+            f"the {split} split is empty: data.num_val_classes is {config.num_val_classes} "
+            "(hold out validation classes with --set data.num_val_classes=N, or use --split test)"
+            if split == "val"
+            else f"the {split} split of {config.root} is empty"
+        )
+    return records
 
 
 def eval_dataset(records: data.Records, config: DataConfig) -> tf.data.Dataset:
@@ -203,6 +251,9 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = distribution_strategy(tc.distribution)
     run_dir = worker_run_dir(strategy, Path(run_dir))
+    # The data first: a data set that cannot form the configured batches leaves no run behind.
+    splits = load_splits(config.data)
+    check_batches_fit(splits, config.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, run_dir)
     if tc.seed is not None:
@@ -211,7 +262,6 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
         tf.config.experimental.enable_op_determinism()
     if tc.mixed_precision:
         keras.mixed_precision.set_global_policy(tc.mixed_precision)
-    splits = load_splits(config.data)
     dc = config.data
     replicas = strategy.num_replicas_in_sync
     steps = tc.steps_per_epoch or pipeline.steps_per_epoch(
@@ -390,35 +440,56 @@ def _check_same_config(config: Config, run_dir: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
 
-class ModelFileError(ValueError):
-    """A model path that does not hold a loadable model of this repository."""
-
-
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A ``.keras`` file, or a run directory's ``best.keras``.
-
-    Raises:
-        ModelFileError: nothing loadable is at ``path``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.keras"
-    if not path.is_file():
-        raise ModelFileError(f"no saved model at {path}")
-    return path
-
-
-def load_model(path: str | os.PathLike) -> keras.Model:
+def load_model(path: str | os.PathLike, image_size: int | None = None) -> keras.Model:
     """Loads a saved model of this repository (safe mode, no custom objects needed).
 
+    Args:
+        path: a ``.keras`` file or a run directory (its ``best.keras``).
+        image_size: the side of the images it will be given; a model with a fixed input of
+            another size is refused.
+
     Raises:
-        ModelFileError: the file is missing or not a loadable ``.keras`` model.
+        ModelFileError: the file is missing, not a loadable ``.keras`` model, has no
+            ``embeddings`` output, or takes images of another size than ``image_size``.
     """
     path = resolve_model_path(path)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a corrupt file.
+        raise ModelFileError(f"cannot load the model {path}: not a .keras file (not a zip archive)")
     try:
-        return keras.saving.load_model(path)
+        net = keras.saving.load_model(path)
     except Exception as error:  # Keras raises many kinds (ValueError, OSError, zipfile...)
-        raise ModelFileError(f"cannot load the model {path}: {error}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelFileError(
+            f"cannot load the model {path}: {type(error).__name__}{': ' + reason if reason else ''}"
+        ) from error
+    check_model(net, path, image_size)
+    return net
+
+
+def check_model(net: keras.Model, path: str | os.PathLike, image_size: int | None) -> None:
+    """Refuses a model that is not an embedding model of ``image_size`` px images.
+
+    Raises:
+        ModelFileError: it has no ``embeddings`` output, not one (B, H, W, 3) input, or a fixed
+            input size other than ``image_size``.
+    """
+    if "embeddings" not in getattr(net, "output_names", []):
+        raise ModelFileError(
+            f"the model {path} has no 'embeddings' output (outputs: "
+            f"{', '.join(net.output_names) or 'none'}); not an embedding model of this repository"
+        )
+    shapes = [tuple(x.shape) for x in net.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][3] not in (None, 3):
+        raise ModelFileError(f"the model {path} takes {shapes}, not one (B, H, W, 3) image input")
+    height, width = shapes[0][1:3]
+    if image_size is not None and (height, width) not in (
+        (None, None),
+        (image_size, image_size),
+    ):
+        raise ModelFileError(
+            f"the model {path} takes {height}x{width} images but data.image_size is "
+            f"{image_size}; evaluate it at its size (--set data.image_size={height})"
+        )
 
 
 def evaluate_query_gallery(
@@ -455,15 +526,3 @@ def evaluate_query_gallery(
         block_size=config.evaluation.block_size,
         method=config.evaluation.method,
     )
-
-
-def latest_run_dir(output_root: str | os.PathLike) -> Path:
-    """The most recently modified run directory (one holding ``config.yaml``) under a root.
-
-    Raises:
-        FileNotFoundError: there is none.
-    """
-    runs = [p.parent for p in Path(output_root).glob("*/config.yaml")]
-    if not runs:
-        raise FileNotFoundError(f"no run directory under {output_root}")
-    return max(runs, key=lambda p: p.stat().st_mtime)

@@ -126,7 +126,7 @@ def rankings_on_batches(
         The HTML page.
     """
     output_dir = Path(output_dir)
-    model = experiment.load_model(model_path)
+    model = experiment.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
     rng = np.random.default_rng(seed)
     batch = config.data.eval_batch_size
@@ -181,7 +181,7 @@ def rankings_on_dataset(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model = experiment.load_model(model_path)
+    model = experiment.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
     embeddings, labels = experiment.embed(model, test, config.data)
     rng = np.random.default_rng(seed)
@@ -259,7 +259,7 @@ def projector_export(
     Returns:
         The path of ``projector_config.pbtxt``.
     """
-    model = experiment.load_model(model_path)
+    model = experiment.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
     embeddings, labels = experiment.embed(model, test, config.data)
     side = projector.sprite_tile_size(len(test), thumbnail_size)

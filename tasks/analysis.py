@@ -2,7 +2,7 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
+from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load, model_for_task
 
 
 @task(
@@ -12,7 +12,8 @@ from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
         "profile": PROFILE_HELP,
         "set_": SET_HELP,
         "model_path": "a saved .keras model or a run directory (its best.keras); several, "
-        "comma-separated, are compared in one table",
+        "comma-separated, are compared in one table (default: the newest run under output.root "
+        "with a best.keras)",
         "split": "the split to evaluate on: test (default), val or train",
         "queries": "CSV manifest of a separate query set (In-shop style); needs --gallery",
         "gallery": "CSV manifest of the gallery searched by --queries",
@@ -21,7 +22,7 @@ from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
 )
 def analyze_model_performance(
     c,
-    model_path,
+    model_path=None,
     config_path="config.yaml",
     profile=None,
     set_=None,
@@ -36,33 +37,39 @@ def analyze_model_performance(
 
     from net import analysis, experiment
     from net.data import DataError
+    from net.runs import ModelFileError
 
-    paths = [experiment.resolve_model_path(p) for p in model_path.split(",") if p]
     if bool(queries) != bool(gallery):
-        fail("--queries and --gallery go together")
-    try:
-        results = {}
-        for path in paths:
-            model = experiment.load_model(path)
+        fail("--queries and --gallery go together", code=2)
+    if split not in ("train", "val", "test"):
+        fail(f"--split must be train, val or test, not {split!r}", code=2)
+    results, errors, first = {}, [], None
+    for name in [p for p in (model_path or "").split(",") if p] or [None]:
+        try:
+            choice, model_config = model_for_task(config, name, set_)
+            model = experiment.load_model(choice.path, image_size=model_config.data.image_size)
             if queries:
-                metrics = experiment.evaluate_query_gallery(model, queries, gallery, config)
+                metrics = experiment.evaluate_query_gallery(model, queries, gallery, model_config)
             else:
-                splits = experiment.load_splits(config.data)
-                if split not in ("train", "val", "test"):
-                    fail(f"--split must be train, val or test, not {split!r}")
-                metrics = experiment.evaluate(model, getattr(splits, split), config)
-            results[str(path)] = metrics
-    except (DataError, experiment.ModelFileError) as error:
-        fail(f"Analysis stopped: {error}")
-    if len(results) == 1:
-        print(analysis.format_metrics_table(next(iter(results.values()))))
-    else:
-        print(analysis.compare_models_table(results))
-    output = Path(output_path) if output_path else paths[0].parent / "analysis.json"
-    from net.files import atomic_write_json as write_json
+                records = experiment.split_records(model_config.data, split)
+                metrics = experiment.evaluate(model, records, model_config)
+        except (DataError, ModelFileError) as error:
+            errors.append(str(error))
+            continue
+        results[str(choice.path)] = metrics
+        first = first or choice.path
+    if results:
+        if len(results) == 1:
+            print(analysis.format_metrics_table(next(iter(results.values()))))
+        else:
+            print(analysis.compare_models_table(results))
+        output = Path(output_path) if output_path else first.parent / "analysis.json"
+        from net.files import atomic_write_json as write_json
 
-    write_json(output, results[str(paths[0])] if len(results) == 1 else results)
-    print(f"Wrote {output}")
+        write_json(output, results[str(first)] if len(results) == 1 else results)
+        print(f"Wrote {output}")
+    if errors:
+        fail("\n".join(f"Analysis stopped: {error}" for error in errors))
 
 
 @task(
@@ -71,14 +78,15 @@ def analyze_model_performance(
         "config_path": CONFIG_HELP,
         "profile": PROFILE_HELP,
         "set_": SET_HELP,
-        "model_path": "a run directory (its best.keras) or a saved .keras model",
+        "model_path": "a run directory (its best.keras) or a saved .keras model (default: the "
+        "newest run under output.root with a best.keras)",
         "output_dir": "folder to write (default: the run's tensorboard/projector)",
         "thumbnail_size": "side of the sprite's thumbnails in pixels (smaller for large sets)",
     },
 )
 def export_embeddings(
     c,
-    model_path,
+    model_path=None,
     config_path="config.yaml",
     profile=None,
     set_=None,
@@ -93,7 +101,8 @@ def export_embeddings(
     from net.data import DataError
 
     try:
-        model_file = experiment.resolve_model_path(model_path)
+        choice, config = model_for_task(config, model_path, set_)
+        model_file = choice.path
         output = Path(output_dir) if output_dir else model_file.parent / "tensorboard" / "projector"
         written = figures.projector_export(
             config, model_file, output, thumbnail_size=int(thumbnail_size)

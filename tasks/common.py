@@ -52,3 +52,27 @@ def fail(message: str, code: int = 1):
     from invoke.exceptions import Exit
 
     raise Exit(message, code=code)
+
+
+def model_for_task(config, model_path, overrides=None):
+    """The model a task uses and the configuration to use it with; prints both.
+
+    ``model_path`` (a ``.keras`` file or a run directory) or, when it is None, the newest run
+    under ``output.root`` with a ``best.keras``. A model in a run directory is used with the
+    run's data settings (``--set data.KEY=...`` still wins, with a warning).
+
+    Returns:
+        ``(choice, config)``: a :class:`net.runs.ModelChoice` and the configuration.
+
+    Raises:
+        net.runs.ModelFileError: no model there, or no run to default to.
+    """
+    from net.runs import choose_model, set_keys, with_run_data
+
+    choice = choose_model(model_path, config.output.root)
+    print(choice.describe())
+    if choice.run_dir is not None:
+        config, notes = with_run_data(config, choice.run_dir, keep=set_keys(overrides))
+        for note in notes:
+            print(note)
+    return choice, config

@@ -32,14 +32,16 @@ def _positive_int(name, value):
 @task(
     iterable=["set_"],
     help={
-        "model_path": "a saved .keras model or a run directory (its best.keras)",
+        "model_path": "a saved .keras model or a run directory (its best.keras); default: the "
+        "newest run under output.root with a best.keras",
         "images": "folder of images to index, searched recursively (jpg, jpeg, png, bmp)",
         "index_path": f"index file to write (default: <images>/{DEFAULT_INDEX_NAME})",
         "image_size": "input side in pixels (default: the model's input size)",
         "batch_size": "images per batch (default: data.eval_batch_size of the configuration, "
         "or 64 without one)",
-        "crop_mode": "none (plain resize) or pad (pad to a square first); default: the "
-        "configuration's data.crop, where bbox means none (folder images have no boxes)",
+        "crop_mode": "none (plain resize) or pad (pad to a square first); default: the data.crop "
+        "of the model's run (else of the configuration), where bbox means none (folder images "
+        "have no boxes)",
         "skip_bad": "leave unreadable images out (and say how many) instead of stopping "
         "(also on when the configuration sets data.skip_bad_images)",
         "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
@@ -49,8 +51,8 @@ def _positive_int(name, value):
 )
 def index(
     c,
-    model_path,
     images,
+    model_path=None,
     index_path=None,
     image_size=None,
     batch_size=None,
@@ -65,17 +67,25 @@ def index(
     from pathlib import Path
 
     from net import search
+    from net.runs import ModelFileError, choose_model, saved_config
 
+    try:
+        choice = choose_model(model_path, config.output.root if config else "runs")
+        print(choice.describe())
+        # The run's own crop (the model was trained on it), else the configuration's.
+        run_crop = saved_config(choice.run_dir)["data"].get("crop") if choice.run_dir else None
+    except ModelFileError as error:
+        fail(f"Indexing stopped: {error}")
     if batch_size is None:
         batch_size = config.data.eval_batch_size if config else 64
     if crop_mode is None:
-        crop_mode = config.data.crop if config else "none"
+        crop_mode = run_crop or (config.data.crop if config else "none")
         crop_mode = "none" if crop_mode == "bbox" else crop_mode
     skip_bad = bool(skip_bad) or bool(config and config.data.skip_bad_images)
     output = Path(index_path) if index_path else Path(images) / DEFAULT_INDEX_NAME
     try:
         built = search.build_index(
-            model_path,
+            choice.path,
             images,
             output,
             image_size=None if image_size is None else _positive_int("image_size", image_size),

@@ -2,18 +2,43 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, load
+from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load, model_for_task
 
-MODEL_HELP = "a saved .keras model or a run directory (its best.keras)"
+MODEL_HELP = (
+    "a saved .keras model or a run directory (its best.keras); default: the newest run under "
+    "output.root with a best.keras"
+)
 OUTPUT_HELP = "output folder (default: <output.root>/figures)"
+MODEL_OUTPUT_HELP = (
+    "output folder (default: the model's run directory's figures/, or <output.root>/figures "
+    "for a model file outside a run)"
+)
 
 
-def _output_dir(config, output_dir):
+def _output_dir(config, output_dir, run_dir=None):
     from pathlib import Path
 
-    path = Path(output_dir) if output_dir else Path(config.output.root) / "figures"
+    if output_dir:
+        path = Path(output_dir)
+    elif run_dir is not None:
+        path = Path(run_dir) / "figures"
+    else:
+        path = Path(config.output.root) / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _model_figure(config, model_path, set_, output_dir, draw):
+    """Resolves the model (and its run's data settings), then draws; errors in one line."""
+    from net.data import DataError
+    from net.runs import ModelFileError
+
+    try:
+        choice, config = model_for_task(config, model_path, set_)
+        page = draw(config, choice.path, _output_dir(config, output_dir, choice.run_dir))
+    except (DataError, ModelFileError) as error:
+        fail(f"Figure stopped: {error}")
+    print(f"Wrote {page}")
 
 
 @task(
@@ -47,13 +72,13 @@ def visualize_data(
         "set_": SET_HELP,
         "model_path": MODEL_HELP,
         "batches": "number of evaluation batches",
-        "output_dir": OUTPUT_HELP,
+        "output_dir": MODEL_OUTPUT_HELP,
         "seed": "seed of the query choice",
     },
 )
 def visualize_predictions_on_batches(
     c,
-    model_path,
+    model_path=None,
     config_path="config.yaml",
     profile=None,
     batches=3,
@@ -65,11 +90,12 @@ def visualize_predictions_on_batches(
     config = load(config_path, profile, set_)
     from net import figures
 
-    out = _output_dir(config, output_dir)
-    page = figures.rankings_on_batches(
-        config, model_path, out, num_batches=int(batches), seed=int(seed)
-    )
-    print(f"Wrote {page}")
+    def draw(config, model_file, out):
+        return figures.rankings_on_batches(
+            config, model_file, out, num_batches=int(batches), seed=int(seed)
+        )
+
+    _model_figure(config, model_path, set_, output_dir, draw)
 
 
 @task(
@@ -81,13 +107,13 @@ def visualize_predictions_on_batches(
         "model_path": MODEL_HELP,
         "queries": "number of random queries",
         "top_k": "neighbours shown per query",
-        "output_dir": OUTPUT_HELP,
+        "output_dir": MODEL_OUTPUT_HELP,
         "seed": "seed of the query choice",
     },
 )
 def visualize_predictions_on_dataset(
     c,
-    model_path,
+    model_path=None,
     config_path="config.yaml",
     profile=None,
     set_=None,
@@ -100,11 +126,12 @@ def visualize_predictions_on_dataset(
     config = load(config_path, profile, set_)
     from net import figures
 
-    out = _output_dir(config, output_dir)
-    page = figures.rankings_on_dataset(
-        config, model_path, out, num_queries=int(queries), top_k=int(top_k), seed=int(seed)
-    )
-    print(f"Wrote {page}")
+    def draw(config, model_file, out):
+        return figures.rankings_on_dataset(
+            config, model_file, out, num_queries=int(queries), top_k=int(top_k), seed=int(seed)
+        )
+
+    _model_figure(config, model_path, set_, output_dir, draw)
 
 
 @task(
@@ -123,9 +150,18 @@ def visualize_training(
     """Training curves (losses, validation Recall@K and MAP@R, learning rate) of a run."""
     from pathlib import Path
 
-    from net import experiment, figures
+    from net import figures, runs
 
-    if run_dir is None:
-        run_dir = experiment.latest_run_dir(load(config_path, profile, set_).output.root)
-    page = figures.training_curves(Path(run_dir), Path(output_dir) if output_dir else None)
+    try:
+        if run_dir is None:
+            run_dir = runs.latest_run_dir(load(config_path, profile, set_).output.root)
+            print(f"Run: {run_dir} (the newest run with a training log)")
+        elif not (Path(run_dir) / "log.csv").is_file():
+            raise runs.ModelFileError(
+                f"{run_dir} has no log.csv (not a run directory, or the run stopped before its "
+                "first epoch)"
+            )
+        page = figures.training_curves(Path(run_dir), Path(output_dir) if output_dir else None)
+    except (runs.ModelFileError, ValueError) as error:
+        fail(f"Figure stopped: {error}")
     print(f"Wrote {page}")

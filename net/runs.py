@@ -1,0 +1,223 @@
+"""Run directories: which saved model a task uses, and the data settings it was trained with.
+
+A run directory (``<output.root>/<name>``, written by ``ml.train``) holds ``config.yaml`` (the
+resolved configuration of the run), ``best.keras`` and ``last.keras``, ``log.csv`` and
+``metrics.json``. The tasks that use a trained model take ``--model-path`` (a ``.keras`` file or
+a run directory) or, without it, the newest run under ``output.root`` that holds a
+``best.keras`` (:func:`choose_model`). A model that lies in a run directory is evaluated with
+that run's data settings (:func:`with_run_data`), so it sees images as it saw them in training.
+
+No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from net.config import Config, ConfigError, config_from_dict
+
+#: The model a run directory stands for.
+BEST_MODEL = "best.keras"
+#: The resolved configuration saved in every run directory.
+RUN_CONFIG = "config.yaml"
+#: The data settings that decide what a model sees: the images (root, layout), the split of the
+#: classes (so the test classes are the run's), and the input (image size, crop).
+RUN_DATA_KEYS = ("root", "layout", "num_train_classes", "num_val_classes", "image_size", "crop")
+#: The settings a different value of which silently changes every number (reported if they
+#: disagree with the configuration given).
+INPUT_KEYS = ("image_size", "crop")
+
+
+class ModelFileError(ValueError):
+    """A model path that does not hold a loadable model of this repository."""
+
+
+class NoRunError(ModelFileError):
+    """No run directory under ``output.root`` holds a trained model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """The model file a task uses.
+
+    Attributes:
+        path: the ``.keras`` file.
+        run_dir: the run directory it lies in (a folder with ``config.yaml``), or None for a
+            model file elsewhere.
+        newest: True when it was chosen as the newest run (no ``--model-path``).
+    """
+
+    path: Path
+    run_dir: Path | None
+    newest: bool = False
+
+    def describe(self) -> str:
+        """One line saying which model is used and why."""
+        if self.newest:
+            return f"Model: {self.path} (the newest run with a {BEST_MODEL})"
+        return f"Model: {self.path}"
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A ``.keras`` file, or a run directory's ``best.keras``.
+
+    Raises:
+        ModelFileError: nothing is at ``path``, or a folder without ``best.keras``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / BEST_MODEL).is_file():
+            raise ModelFileError(f"{path} is a folder without a {BEST_MODEL} (not a finished run)")
+        path = path / BEST_MODEL
+    if not path.is_file():
+        raise ModelFileError(f"no saved model at {path}")
+    return path
+
+
+def run_dir_of(model_file: str | os.PathLike) -> Path | None:
+    """The run directory a model file lies in (its folder holds ``config.yaml``), or None."""
+    folder = Path(model_file).parent
+    return folder if (folder / RUN_CONFIG).is_file() else None
+
+
+def _newest(paths: list[Path]) -> Path | None:
+    return max(paths, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+
+def newest_model_run(output_root: str | os.PathLike) -> Path | None:
+    """The newest run directory under ``output_root`` that holds a ``best.keras`` (or None).
+
+    Newest is the most recently written ``best.keras`` (a resumed run counts from its last
+    save); a run that failed before saving a model is never chosen.
+    """
+    models = [p for p in Path(output_root).glob(f"*/{BEST_MODEL}") if p.is_file()]
+    newest = _newest(models)
+    return None if newest is None else newest.parent
+
+
+def latest_run_dir(output_root: str | os.PathLike) -> Path:
+    """The newest run directory under a root with a training log and a model (for its curves).
+
+    Raises:
+        NoRunError: there is none (no run, or only runs that failed before their first epoch).
+    """
+    logs = [p for p in Path(output_root).glob("*/log.csv") if (p.parent / BEST_MODEL).is_file()]
+    newest = _newest(logs)
+    if newest is None:
+        raise NoRunError(
+            f"no run under {output_root} has a training log and a {BEST_MODEL}; train one "
+            "with `invoke ml.train` (same --config-path/--profile) or give --run-dir"
+        )
+    return newest.parent
+
+
+def choose_model(model_path: str | os.PathLike | None, output_root: str | os.PathLike):
+    """The model a task uses: ``model_path`` (a file or run directory), else the newest run.
+
+    Args:
+        model_path: the ``--model-path`` given, or None.
+        output_root: ``output.root`` of the configuration, searched when ``model_path`` is None.
+
+    Returns:
+        A :class:`ModelChoice`.
+
+    Raises:
+        ModelFileError: ``model_path`` holds no model; :class:`NoRunError` when it is None
+            and no run under ``output_root`` has a ``best.keras``.
+    """
+    if model_path is None or str(model_path) == "":
+        run_dir = newest_model_run(output_root)
+        if run_dir is None:
+            raise NoRunError(
+                f"no trained model: no run under {output_root} holds a {BEST_MODEL}; train "
+                "one with `invoke ml.train` (same --config-path/--profile) or give --model-path"
+            )
+        return ModelChoice(run_dir / BEST_MODEL, run_dir, newest=True)
+    path = resolve_model_path(model_path)
+    return ModelChoice(path, run_dir_of(path))
+
+
+def saved_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The configuration saved in a run directory, as plain data.
+
+    Raises:
+        ModelFileError: the file is unreadable or not a YAML mapping.
+    """
+    path = Path(run_dir) / RUN_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        reason = getattr(error, "problem", None) or getattr(error, "strerror", None) or error
+        raise ModelFileError(f"{path}: cannot read the run's configuration ({reason})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        raise ModelFileError(f"{path}: not a run configuration (no data section)")
+    return raw
+
+
+def with_run_data(
+    config: Config, run_dir: str | os.PathLike, keep: tuple[str, ...] = ()
+) -> tuple[Config, list[str]]:
+    """The configuration with the data settings of a run (:data:`RUN_DATA_KEYS`).
+
+    The run's settings replace those of ``config`` (its file and profile), so a model is
+    evaluated on the images, classes, size and crop it was trained with; data keys given on the
+    command line (``keep``, from ``--set data.KEY=...``) stay as given.
+
+    Args:
+        config: the configuration of the task.
+        run_dir: the run directory of the model.
+        keep: data keys (without ``data.``) that the user set explicitly.
+
+    Returns:
+        ``(config, notes)``: the configuration to use and lines to print: which settings come
+        from the run, and a warning for each of :data:`INPUT_KEYS` on which the configuration
+        disagreed with the run.
+
+    Raises:
+        ModelFileError: the run's ``config.yaml`` is unreadable or its data settings invalid.
+    """
+    path = Path(run_dir) / RUN_CONFIG
+    saved = saved_config(run_dir)["data"]
+    current = config.to_dict()
+    taken, notes = {}, []
+    for key in RUN_DATA_KEYS:
+        if key not in saved:
+            continue
+        if key in keep:
+            if key in INPUT_KEYS and saved[key] != current["data"][key]:
+                notes.append(
+                    f"Warning: data.{key} is {current['data'][key]!r} (--set) but the run was "
+                    f"trained with {saved[key]!r}"
+                )
+            continue
+        if key in INPUT_KEYS and saved[key] != current["data"][key]:
+            notes.append(
+                f"Warning: {config.source} has data.{key} {current['data'][key]!r}, the run "
+                f"{saved[key]!r}; using the run's (--set data.{key}=... overrides it)"
+            )
+        taken[key] = saved[key]
+    current["data"].update(taken)
+    try:
+        changed = config_from_dict(current, source=str(path))
+    except ConfigError as error:
+        raise ModelFileError(str(error)) from None
+    changed = dataclasses.replace(changed, source=config.source)
+    if taken:
+        settings = ", ".join(f"{key} {value}" for key, value in taken.items())
+        notes.insert(0, f"Data settings of the run ({path}): {settings}")
+    return changed, notes
+
+
+def set_keys(overrides: list[str] | tuple[str, ...] | None, section: str = "data") -> tuple:
+    """Keys of a section named by ``--set`` overrides (``data.image_size=64`` -> image_size)."""
+    keys = []
+    for text in overrides or ():
+        key = text.split("=", 1)[0].strip()
+        if key.startswith(f"{section}."):
+            keys.append(key[len(section) + 1 :].split(".")[0])
+    return tuple(keys)
