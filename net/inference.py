@@ -18,19 +18,29 @@ from tqdm.auto import tqdm
 from net import pipeline
 from net.data import NO_BOX, Records
 
-#: One compiled inference step per live model, so repeated calls (validation every epoch) reuse
-#: the traced graph instead of tracing a new function each time.
+#: The compiled inference steps of each live model, one per image shape and dtype, so repeated
+#: calls (validation every epoch) reuse the traced graph instead of tracing again.
 _INFERENCE_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _inference_step(model: keras.Model):
-    """The compiled ``images -> embeddings`` step of a model (cached per model)."""
-    step = _INFERENCE_STEPS.get(model)
-    if step is None:
+def _inference_step(model: keras.Model, images: tf.TensorSpec):
+    """The compiled ``images -> embeddings`` step of a model for batches like ``images``.
 
-        @tf.function(jit_compile=False, reduce_retracing=True)
-        def step(images: tf.Tensor) -> tf.Tensor:
-            outputs = model(images, training=False)
+    The step's input signature leaves the batch dimension open, so it is traced once for a
+    model and an image shape: a partial last batch, or another batch size, reuses the trace.
+    It holds the model by a weak reference (the traced graph needs only its variables), so the
+    cache does not keep models alive.
+    """
+    steps = _INFERENCE_STEPS.setdefault(model, {})
+    shape = tf.TensorShape([None]).concatenate(images.shape[1:])
+    key = (tuple(shape.as_list()), images.dtype)
+    step = steps.get(key)
+    if step is None:
+        model_ref = weakref.ref(model)
+
+        @tf.function(jit_compile=False, input_signature=[tf.TensorSpec(shape, images.dtype)])
+        def step(batch: tf.Tensor) -> tf.Tensor:
+            outputs = model_ref()(batch, training=False)
             if isinstance(outputs, Mapping):
                 if "embeddings" not in outputs:
                     raise ValueError(
@@ -39,7 +49,7 @@ def _inference_step(model: keras.Model):
                 outputs = outputs["embeddings"]
             return outputs
 
-        _INFERENCE_STEPS[model] = step
+        steps[key] = step
     return step
 
 
@@ -48,9 +58,9 @@ def compute_embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeds every element of a data set with a compiled inference step.
 
-    The step is a ``tf.function`` (no XLA, ``reduce_retracing=True`` so a partial last batch does
-    not cost another trace) calling ``model(images, training=False)``; a dict output contributes
-    its ``"embeddings"`` entry.
+    The step is a ``tf.function`` (no XLA) calling ``model(images, training=False)``, traced once
+    per model and image shape (its batch dimension is left open, so a partial last batch costs
+    no second trace); a dict output contributes its ``"embeddings"`` entry.
 
     Args:
         model: A Keras model mapping images (B, H, W, 3) to embeddings (B, D) or to a dict with
@@ -69,7 +79,7 @@ def compute_embeddings(
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(f"dataset must yield (images, labels) pairs, got element_spec {spec}")
 
-    embed = _inference_step(model)
+    embed = _inference_step(model, spec[0])
 
     cardinality = int(dataset.cardinality())
     batches: list[np.ndarray] = []

@@ -59,3 +59,18 @@ def test_compute_embeddings_rejects_bad_datasets(tiny_model):
     dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(2))).batch(2)
     with pytest.raises(ValueError, match="without 'embeddings'"):
         inference.compute_embeddings(only_logits, dataset, progress=False)
+
+
+def test_the_inference_step_traces_once_per_model_and_image_shape(tiny_model):
+    """Batches of 4, 4 and 2 (a partial last batch), then of 3: one trace for all of them; the
+    traced step is reused on the next call (validation every epoch)."""
+    import tensorflow as tf
+
+    plain, _ = tiny_model
+    images = np.zeros((10, 6, 6, 3), np.float32)
+    labels = np.zeros(10, np.int32)
+    for batch_size in (4, 3, 4):
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+        inference.compute_embeddings(plain, dataset, progress=False)
+    step = inference._inference_step(plain, dataset.element_spec[0])
+    assert step.experimental_get_tracing_count() == 1
