@@ -76,8 +76,14 @@ def _throughput(log: Mapping[str, list[float]]) -> tuple[float | None, float | N
 
     ``None`` for what the log lacks (a column of training images per second; of epoch seconds).
     """
-    speed = next(
-        (k for k in log if "images" in k and ("per_s" in k or "/s" in k) and "val" not in k),
+    speed = "train_images_per_second" if "train_images_per_second" in log else None
+    speed = speed or next(
+        (
+            k
+            for k in log
+            if "images" in k and ("per_s" in k or "/s" in k) and "val" not in k
+            if "embedding" not in k  # The validation's embedding speed, not training's.
+        ),
         None,
     )
     seconds = next(

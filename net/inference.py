@@ -66,7 +66,7 @@ def compute_embeddings(
         model: A Keras model mapping images (B, H, W, 3) to embeddings (B, D) or to a dict with
             an ``"embeddings"`` entry.
         dataset: A ``tf.data.Dataset`` of (images (B, H, W, 3), labels (B,)) batches.
-        progress: Whether to show a tqdm progress bar.
+        progress: Whether to show a tqdm progress bar (only ever on a terminal).
 
     Returns:
         A tuple (embeddings (N, D) float32, labels (N,)) in data set order.
@@ -89,7 +89,8 @@ def compute_embeddings(
         total=cardinality if cardinality >= 0 else None,
         desc="embedding",
         unit="batch",
-        disable=not progress,
+        # None: tqdm shows the bar only on a terminal (no carriage returns in logs and files).
+        disable=None if progress else True,
     ):
         batches.append(np.asarray(embed(images), dtype=np.float32))
         batch_labels.append(np.asarray(labels))

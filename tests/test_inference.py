@@ -74,3 +74,14 @@ def test_the_inference_step_traces_once_per_model_and_image_shape(tiny_model):
         inference.compute_embeddings(plain, dataset, progress=False)
     step = inference._inference_step(plain, dataset.element_spec[0])
     assert step.experimental_get_tracing_count() == 1
+
+
+def test_no_progress_bar_when_the_output_is_not_a_terminal(tiny_model, capsys):
+    import tensorflow as tf
+
+    plain, _ = tiny_model
+    images, labels = np.zeros((5, 6, 6, 3), np.float32), np.zeros(5, np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    inference.compute_embeddings(plain, dataset, progress=True)
+    captured = capsys.readouterr()
+    assert "embedding" not in captured.err and "\r" not in captured.err

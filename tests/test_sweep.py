@@ -235,7 +235,11 @@ def test_comparison_table_best_first_with_settings_first(tmp_path):
     grid = {"model.descriptors": ["S", "M", "G", "SG"], "loss.auxiliary_weight": [0]}
     sweep.run_sweep(BASE, grid, tmp_path, command=fake_command)
     with open(tmp_path / "descriptors=G+auxiliary_weight=0" / "log.csv", "w") as handle:
-        handle.write("epoch,loss,train_images_per_second,epoch_seconds\n0,1.0,10,3.5\n1,0.5,30,2\n")
+        # As Keras' CSVLogger writes it: columns sorted, the validation's embedding speed first.
+        handle.write(
+            "epoch,embedding_images_per_second,epoch_seconds,loss,train_images_per_second\n"
+            "0,500,3.5,1.0,10\n1,700,2,0.5,30\n"
+        )
     paths = comparison.write_comparison(tmp_path)
     assert sorted(paths) == ["csv", "html", "markdown", "png"]
     with open(paths["csv"], newline="") as handle:
