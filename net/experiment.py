@@ -28,6 +28,7 @@ from net.runs import (  # noqa: F401  (re-exported: the names the tasks and test
     latest_run_dir,
     resolve_model_path,
 )
+from net.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError
 
 #: The validation metric that selects the best model (one constant: net.callbacks).
 VALIDATION_MONITOR = SELECTION_METRIC
@@ -121,7 +122,8 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
 
     Raises:
         net.config.ConfigError: ``model.feature_layer`` names no layer of the backbone (the
-            message lists a few that exist).
+            message lists a few that exist), or ``model.weights`` is missing, unsafe (a
+            checkpoint that would run code), malformed or does not fit the backbone.
     """
     kwargs: dict[str, Any] = {
         "backbone": config.backbone,
@@ -143,6 +145,12 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
         return model.build_model(config.architecture, **kwargs)
     except UnknownLayerError as error:
         raise ConfigError(f"model.feature_layer: {error}") from error
+    except (UnsafeCheckpointError, CheckpointFormatError, FileNotFoundError) as error:
+        raise ConfigError(f"model.weights: {error}") from error
+    except ValueError as error:
+        if config.weights in (None, "imagenet") or "weights file" not in str(error):
+            raise
+        raise ConfigError(f"model.weights: {error}") from error
 
 
 def auxiliary_classes(config: Config, train: data.Records) -> int:

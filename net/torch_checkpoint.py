@@ -269,7 +269,14 @@ def _read_legacy(
                 raise CheckpointFormatError(
                     f"{path}: storage {key!r} holds {numel} elements, its id says {ref.numel}"
                 )
-            blobs[key] = file.read(numel * ref.storage_type.dtype.itemsize)
+            size = numel * ref.storage_type.dtype.itemsize
+            left = os.fstat(file.fileno()).st_size - file.tell()
+            if not 0 <= size <= left:  # checked before reading: a forged count is not a read
+                raise CheckpointFormatError(
+                    f"{path}: storage {key!r} claims {numel} elements ({size} bytes) but only "
+                    f"{left} bytes remain in the file"
+                )
+            blobs[key] = file.read(size)
     return graph, storages, lambda ref: blobs[ref.key], byteorder
 
 

@@ -236,3 +236,31 @@ def test_classes_that_do_not_fit_stop_training_in_one_line_leaving_no_run(
     error = _one_line_error(capsys)
     assert error.startswith("Training stopped: ") and message in error
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+class _RunsCode:
+    """Unpickling this would call print(): what a malicious checkpoint does with os.system."""
+
+    def __reduce__(self):
+        return print, ("pwned",)
+
+
+def test_an_unsafe_checkpoint_as_model_weights_is_one_line(demo_dataset_root, tmp_path, capsys):
+    import collections
+    import pickle
+    import zipfile
+
+    evil = tmp_path / "evil.pth"
+    with zipfile.ZipFile(evil, "w") as archive:
+        graph = collections.OrderedDict({"stem.weight": _RunsCode()})
+        archive.writestr("archive/data.pkl", pickle.dumps(graph, protocol=2))
+    config = _config(tmp_path, demo_dataset_root, tmp_path / "runs")
+    code = failing_task(
+        "ml.train", "--config-path", str(config), "--profile", "demo",
+        "--set", "model.backbone=efficientnet_lite0", "--set", f"model.weights={evil}",
+        "--set", "data.image_size=32", "--set", "data.classes_per_batch=2",
+    )  # fmt: skip
+    assert code == 2
+    error = _one_line_error(capsys)
+    assert error.startswith(f"Configuration error: {config} (profile demo) with --set ")
+    assert f"model.weights: {evil}: refusing to load global '" in error and "print'" in error

@@ -285,3 +285,24 @@ def test_rejects_truncated_and_foreign_files(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="absent.pth"):
         load_torch_checkpoint(tmp_path / "absent.pth")
+
+
+def test_a_legacy_storage_claiming_2_to_the_40_elements_is_a_format_error(tmp_path):
+    """The count is checked against the bytes left in the file before anything is read (it
+    was a bare MemoryError)."""
+    huge = object.__new__(_Storage)  # a storage whose array would not fit in memory
+    huge.key, huge.data = "0", types.SimpleNamespace(dtype=np.dtype("float32"), size=2**40)
+    tensor = _Tensor(huge, 0, (2**40,), (1,))
+    path = tmp_path / "huge.pth"
+    with open(path, "wb") as file:
+        pickle.dump(0x1950A86A20F9469CFC6C, file, protocol=2)
+        pickle.dump(1001, file, protocol=2)
+        pickle.dump({"protocol_version": 1001, "little_endian": True}, file, protocol=2)
+        file.write(_pickle_state_dict({"w": tensor}, legacy=True))
+        pickle.dump(["0"], file, protocol=2)
+        file.write(struct.pack("<q", 2**40) + b"\0" * 64)
+    with pytest.raises(CheckpointFormatError) as error:
+        load_torch_checkpoint(path)
+    assert f"storage '0' claims {2**40} elements ({2**42} bytes) but only 64 bytes remain" in str(
+        error.value
+    )
