@@ -40,6 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The record of a sweep, in its folder.
 RECORD_NAME = "sweep.json"
 
+#: Exit codes of a process stopped by SIGINT or SIGTERM through a shell or invoke (128 + n).
+_INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -486,8 +488,9 @@ def run_sweep(
                 done += 1
                 if code == 0 and (sweep_dir / process.run.name / "metrics.json").is_file():
                     entry.update(status="finished", message=None)
-                elif code < 0:
-                    entry.update(status="interrupted", message=f"killed by signal {-code}")
+                elif code < 0 or code in _INTERRUPTED_CODES:
+                    signal_number = -code if code < 0 else code - 128
+                    entry.update(status="interrupted", message=f"killed by signal {signal_number}")
                 else:
                     entry.update(status="failed", message=last or f"exit code {code}")
                 message = f" ({entry['message']})" if entry["message"] else ""
