@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,27 +70,18 @@ def _log_columns(path: Path) -> dict[str, list[float]]:
     return columns
 
 
+#: ``log.csv`` columns of a run's training speed and epoch wall time (net.callbacks).
+SPEED_COLUMN = "train_images_per_second"
+SECONDS_COLUMN = "epoch_seconds"
+
+
 def _throughput(log: Mapping[str, list[float]]) -> tuple[float | None, float | None]:
     """Training images/s (mean over epochs) and training seconds (sum) from a run's log.
 
-    ``None`` for what the log lacks (a column of training images per second; of epoch seconds).
+    ``None`` for what the log lacks (logs written before these columns existed).
     """
-    speed = "train_images_per_second" if "train_images_per_second" in log else None
-    speed = speed or next(
-        (
-            k
-            for k in log
-            if "images" in k and ("per_s" in k or "/s" in k) and "val" not in k
-            if "embedding" not in k  # The validation's embedding speed, not training's.
-        ),
-        None,
-    )
-    seconds = next(
-        (k for k in log if re.fullmatch(r"(train_)?(epoch_)?(seconds|time|wall_time)(_s)?", k)),
-        None,
-    )
-    images_per_second = sum(log[speed]) / len(log[speed]) if speed and log[speed] else None
-    return images_per_second, (sum(log[seconds]) if seconds else None)
+    speeds, seconds = log.get(SPEED_COLUMN), log.get(SECONDS_COLUMN)
+    return (sum(speeds) / len(speeds) if speeds else None), (sum(seconds) if seconds else None)
 
 
 def sweep_results(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:

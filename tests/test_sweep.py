@@ -223,6 +223,17 @@ def test_a_killed_run_is_interrupted_not_failed(tmp_path):
 
     record = sweep.run_sweep(BASE, {"model.descriptors": ["S"]}, tmp_path, command=killed)
     assert record["runs"]["descriptors=S"]["status"] == "interrupted"
+
+    # Stopped through invoke or a shell (exit status 128 + SIGINT): interrupted too.
+    def stopped(base, run, run_dir):
+        return [sys.executable, "-c", "import sys; sys.exit(130)"]
+
+    record = sweep.run_sweep(BASE, {"model.descriptors": ["S"]}, tmp_path, command=stopped)
+    assert record["runs"]["descriptors=S"] == {
+        **record["runs"]["descriptors=S"],
+        "status": "interrupted",
+        "message": "killed by signal 2",
+    }
     # Interrupted runs are run again (they resume) when the sweep starts again.
     record = sweep.run_sweep(BASE, {"model.descriptors": ["S"]}, tmp_path, command=fake_command)
     assert record["runs"]["descriptors=S"]["status"] == "finished"

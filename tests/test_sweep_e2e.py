@@ -102,6 +102,7 @@ def test_killed_sweep_restarts_without_training_a_finished_run_twice(demo_datase
         metrics = json.loads((sweep_dir / name / "metrics.json").read_text())
         assert float(row["map@r"]) == metrics["test"]["map@r"]
         assert float(row["time (s)"]) > 0
+        assert float(row["images/s"]) > 0  # from the run's log.csv
     # Parameters are read from best.keras without Keras; Keras counts the same.
     from net import experiment
 
