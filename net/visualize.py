@@ -250,6 +250,75 @@ def plot_rankings(
     return _save(figure, path)
 
 
+def plot_batch_ranking(
+    query_image: np.ndarray,
+    query_label: object,
+    ranked_images: np.ndarray | Sequence[np.ndarray],
+    ranked_labels: np.ndarray | Sequence[object],
+    ranked_distances: np.ndarray | Sequence[float],
+    path: PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    columns: int = 16,
+    title: str | None = None,
+) -> Path:
+    """Draws one query and a whole ranked batch in a grid (the seed's batch figure).
+
+    The first cell is the query (blue border); the ranked items follow in reading order, each
+    captioned with its rank and distance, items of the query's class with a green border and
+    caption, the others red. Captions carry no class names (a batch holds up to hundreds of
+    images); the query's caption and the title name the class.
+
+    Args:
+        query_image: The query, (H, W, 3) RGB in [0, 255].
+        query_label: Its label.
+        ranked_images: The other images of its batch, nearest first, (N, H, W, 3).
+        ranked_labels: Their labels (N,).
+        ranked_distances: Their distances to the query (N,).
+        path: Output PNG file; parent directories are created.
+        class_names: Optional names indexed by integer label (for the query's caption).
+        columns: Cells per row, the query's included.
+        title: Optional figure title.
+
+    Returns:
+        The path of the PNG written.
+
+    Raises:
+        ValueError: If nothing is ranked, the lengths differ, or ``columns`` < 2.
+    """
+    count = len(ranked_images)
+    if count == 0 or not count == len(ranked_labels) == len(ranked_distances):
+        raise ValueError(
+            "need N >= 1 ranked images with N labels and distances, got "
+            f"{count}, {len(ranked_labels)}, {len(ranked_distances)}"
+        )
+    if columns < 2:
+        raise ValueError(f"columns must be at least 2, got {columns}")
+    rows = -(-(count + 1) // columns)
+    figure = Figure(figsize=(1.25 * columns, 1.45 * rows + (0.6 if title else 0)))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    cells = grid.reshape(-1)
+    cells[0].imshow(_to_display(query_image, "query_image"))
+    _framed(cells[0], QUERY_COLOR)
+    cells[0].set_title(
+        "query\n" + _label_text(query_label, class_names, width=14), fontsize=6, color=QUERY_COLOR
+    )
+    for rank in range(count):
+        axes = cells[rank + 1]
+        color = MATCH_COLOR if ranked_labels[rank] == query_label else MISMATCH_COLOR
+        axes.imshow(_to_display(ranked_images[rank], f"ranked_images[{rank}]"))
+        _framed(axes, color)
+        axes.set_title(
+            f"#{rank + 1} d={float(ranked_distances[rank]):.2f}", fontsize=6, color=color
+        )
+    for axes in cells[count + 1 :]:
+        axes.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def _read_csv_log(csv_path: Path) -> dict[str, np.ndarray]:
     """Reads a Keras CSVLogger file into {column: float64 values}; blanks become NaN.
 

@@ -211,3 +211,21 @@ def test_labels_keep_names_with_a_shared_prefix_apart():
     # Wrapped at spaces when that fits on two lines, else at exact widths: nothing is lost.
     assert visualize.wrap_label("1: Audi S5 Convertible", 12) == "1: Audi S5\nConvertible"
     assert visualize.wrap_label("Audi S5 Convertible 2012", 12) == "Audi S5 Conv\nertible 2012"
+
+
+def test_plot_batch_ranking_draws_the_whole_batch_in_a_grid(tmp_path):
+    """A 4 x 4 batch: the query and its 15 others, 6 to a row, make 3 rows."""
+    labels = np.repeat(np.arange(4), 4)[1:]
+    path = visualize.plot_batch_ranking(
+        grey_images(1)[0], 0, grey_images(15), labels, np.linspace(0.1, 1.5, 15),
+        tmp_path / "batch.png", columns=6, title="batch 1",
+    )  # fmt: skip
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    width, height = Image.open(path).size
+    assert 1.2 < width / height < 2.5  # 6 columns x 3 rows of cells
+    with pytest.raises(ValueError, match="N >= 1"):
+        visualize.plot_batch_ranking(grey_images(1)[0], 0, [], [], [], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="15, 14, 15"):
+        visualize.plot_batch_ranking(
+            grey_images(1)[0], 0, grey_images(15), labels[:-1], np.ones(15), tmp_path / "x.png"
+        )
