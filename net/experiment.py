@@ -355,7 +355,14 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     return summary
 
 
-def evaluate(net: keras.Model, records: data.Records, config: Config, progress: bool = True):
+def evaluate(
+    net: keras.Model,
+    records: data.Records,
+    config: Config,
+    progress: bool = True,
+    *,
+    ranking: bool = False,
+):
     """Retrieval metrics of a model on a split.
 
     The split is both query set and gallery (each query excluded from its own neighbours),
@@ -365,14 +372,19 @@ def evaluate(net: keras.Model, records: data.Records, config: Config, progress: 
     Returns:
         ``{"recall@1": ..., "precision@1": ..., "r_precision": ..., "map@r": ...,
         "num_queries": ..., "embedding_dim": ...}``, plus ``num_gallery`` for a query/gallery
-        split.
+        split and ``average_ranking_position`` with ``ranking``.
     """
     embeddings, labels = embed(net, records, config.data, progress)
-    return split_metrics(records, embeddings, labels, config)
+    return split_metrics(records, embeddings, labels, config, ranking=ranking)
 
 
 def split_metrics(
-    records: data.Records, embeddings: np.ndarray, labels: np.ndarray, config: Config
+    records: data.Records,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    config: Config,
+    *,
+    ranking: bool = False,
 ) -> dict:
     """Retrieval metrics of a split's embeddings (in record order), by the split's protocol.
 
@@ -381,11 +393,13 @@ def split_metrics(
         embeddings: (N, D) embeddings of ``records``, in order.
         labels: (N,) their labels.
         config: the configuration (``evaluation`` section).
+        ranking: also the average ranking position (ranks the whole gallery).
     """
     options = {
         "ks": tuple(config.evaluation.ks),
         "block_size": config.evaluation.block_size,
         "method": config.evaluation.method,
+        "ranking": ranking,
     }
     if not records.has_query_gallery:
         return analysis.retrieval_metrics(embeddings, labels, **options)
@@ -506,6 +520,8 @@ def evaluate_query_gallery(
     gallery: str | os.PathLike,
     config: Config,
     progress: bool = True,
+    *,
+    ranking: bool = False,
 ) -> dict:
     """Retrieval metrics of a separate query set against a gallery (In-shop style).
 
@@ -515,6 +531,7 @@ def evaluate_query_gallery(
         gallery: CSV manifest of the gallery images.
         config: the configuration (image size, crop, batch size, metrics).
         progress: show progress bars.
+        ranking: also the average ranking position (ranks the whole gallery).
     """
     query_records = data.read_dataset("csv", queries, skip_bad=config.data.skip_bad_images)
     gallery_records = data.read_dataset("csv", gallery, skip_bad=config.data.skip_bad_images)
@@ -533,4 +550,5 @@ def evaluate_query_gallery(
         query_labels=query_labels,
         block_size=config.evaluation.block_size,
         method=config.evaluation.method,
+        ranking=ranking,
     )

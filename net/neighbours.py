@@ -171,6 +171,32 @@ def search_inputs(
     return query_values, gallery_values, exclude
 
 
+def squared_distances(
+    queries: np.ndarray, gallery: np.ndarray, query_sq: np.ndarray, gallery_sq: np.ndarray
+) -> np.ndarray:
+    """Squared Euclidean distances of a block, ``|q|^2 + |g|^2 - 2 q.g``, in float32.
+
+    The one formula of the exact search (and of every full ranking), so that rankings agree
+    to the last bit.
+
+    Args:
+        queries: (B, D) float32 embeddings.
+        gallery: (M, D) float32 embeddings.
+        query_sq: (B,) squared norms of ``queries``.
+        gallery_sq: (M,) squared norms of ``gallery``.
+
+    Returns:
+        (B, M) float32, clipped at +0.0 (never -0.0: the bit patterns of the values order them).
+    """
+    sq = queries @ gallery.T
+    sq *= -2.0
+    sq += query_sq[:, None]
+    sq += gallery_sq[None, :]
+    np.maximum(sq, 0.0, out=sq)
+    sq += 0.0  # -0.0 + 0.0 = +0.0
+    return sq
+
+
 def nearest_neighbours(
     queries: np.ndarray,
     gallery: np.ndarray | None = None,
@@ -249,11 +275,12 @@ def nearest_neighbours(
         block_ids, block_values = [], []
         for g_start in range(0, num_gallery, gallery_block_size):
             g_stop = min(g_start + gallery_block_size, num_gallery)
-            sq = query_values[q_start:q_stop] @ gallery_values[g_start:g_stop].T
-            sq *= -2.0
-            sq += query_sq[q_start:q_stop, None]
-            sq += gallery_sq[None, g_start:g_stop]
-            np.maximum(sq, 0.0, out=sq)
+            sq = squared_distances(
+                query_values[q_start:q_stop],
+                gallery_values[g_start:g_stop],
+                query_sq[q_start:q_stop],
+                gallery_sq[g_start:g_stop],
+            )
             if exclude is not None:
                 excluded = exclude[q_start:q_stop]
                 rows = np.flatnonzero((excluded >= g_start) & (excluded < g_stop))

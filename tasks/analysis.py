@@ -18,6 +18,8 @@ from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load, model_
         "queries": "CSV manifest of a separate query set (In-shop style); needs --gallery",
         "gallery": "CSV manifest of the gallery searched by --queries",
         "output_path": "JSON file to write (default: analysis.json beside the first model)",
+        "ranking": "also the average ranking position, the seed's metric (default; "
+        "--no-ranking skips its ranking of the whole gallery, slow on SOP-scale sets)",
     },
 )
 def analyze_model_performance(
@@ -30,8 +32,9 @@ def analyze_model_performance(
     queries=None,
     gallery=None,
     output_path=None,
+    ranking=True,
 ):
-    """Recall@K, Precision@1, R-Precision and MAP@R of saved models on a split."""
+    """Recall@K, Precision@1, R-Precision, MAP@R, average ranking position of saved models."""
     config = load(config_path, profile, set_)
     from pathlib import Path
 
@@ -49,10 +52,12 @@ def analyze_model_performance(
             choice, model_config = model_for_task(config, name, set_)
             model = experiment.load_model(choice.path, image_size=model_config.data.image_size)
             if queries:
-                metrics = experiment.evaluate_query_gallery(model, queries, gallery, model_config)
+                metrics = experiment.evaluate_query_gallery(
+                    model, queries, gallery, model_config, ranking=ranking
+                )
             else:
                 records = experiment.split_records(model_config.data, split)
-                metrics = experiment.evaluate(model, records, model_config)
+                metrics = experiment.evaluate(model, records, model_config, ranking=ranking)
         except (DataError, ModelFileError) as error:
             errors.append(str(error))
             continue

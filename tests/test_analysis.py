@@ -261,3 +261,83 @@ def test_retrieval_metrics_dispatch_to_faiss():
     exact = analysis.retrieval_metrics(data, labels)
     assert analysis.retrieval_metrics(data, labels, method="faiss") == exact
     assert analysis.recall_at_k(data, labels, method="faiss") == analysis.recall_at_k(data, labels)
+
+
+# ----------------------------------------------------------------------------------------------
+# Average ranking position
+# ----------------------------------------------------------------------------------------------
+
+
+def loop_average_ranking_position(gallery, labels, queries=None, query_labels=None):
+    """Plain loop: each query ranks the whole gallery (stable argsort, itself left out), ranks
+    from 1; the mean rank of its relevant items, averaged over queries that have any."""
+    self_search = queries is None
+    if self_search:
+        queries, query_labels = gallery, labels
+    values = []
+    for i in range(len(queries)):
+        dist = np.sqrt(((np.asarray(gallery, np.float64) - queries[i]) ** 2).sum(-1))
+        order = [j for j in np.argsort(dist, kind="stable") if not (self_search and j == i)]
+        ranks = [rank for rank, j in enumerate(order, start=1) if labels[j] == query_labels[i]]
+        if ranks:
+            values.append(sum(ranks) / len(ranks))
+    return sum(values) / len(values)
+
+
+def test_average_ranking_position_hand_computed():
+    """The rankings of test_line_metrics_hand_computed, relevant ranks counted from 1:
+    q0 [1, 4] -> 2.5; q1 [2, 4] -> 3; q2 [3] -> 3; q3 [3] -> 3; q4 [2, 4] -> 3; q5 has none.
+    Mean (2.5 + 3 + 3 + 3 + 3) / 5 = 2.9."""
+    assert analysis.average_ranking_position(LINE_X, LINE_LABELS) == pytest.approx(2.9)
+    metrics = analysis.retrieval_metrics(LINE_X, LINE_LABELS, ks=(1,), ranking=True)
+    assert metrics["average_ranking_position"] == pytest.approx(2.9)
+    assert "average_ranking_position" not in analysis.retrieval_metrics(
+        LINE_X, LINE_LABELS, ks=(1,)
+    )
+    # From match rows: [T F T] -> (1 + 3) / 2 = 2; [F F F] has none; [F T F] -> 2.
+    rows = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=bool)
+    np.testing.assert_array_equal(analysis.average_ranking_positions(rows), [2.0, np.nan, 2.0])
+    assert analysis.average_ranking_position_from_matches(rows) == 2.0
+    with pytest.raises(ValueError, match="no query"):
+        analysis.average_ranking_position_from_matches(np.zeros((2, 3), bool))
+    # A perfect ranking scores (R + 1) / 2: two classes of 3 far apart, R = 2 -> 1.5.
+    perfect = np.array([[0.0], [0.1], [0.2], [9.0], [9.1], [9.2]])
+    assert analysis.average_ranking_position(perfect, [0, 0, 0, 1, 1, 1]) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("integer_data", [False, True])
+def test_average_ranking_position_matches_a_plain_loop(integer_data, packed, monkeypatch):
+    """Random and tied (integer) embeddings, the ranking held in chunks of a few queries, with
+    packed sort keys and with the argsort used for galleries too large to pack."""
+    if not packed:
+        monkeypatch.setattr(analysis, "_PACKED_MAX_COLUMNS", 0)
+    rng = np.random.default_rng(5)
+    if integer_data:
+        data = rng.integers(-1, 2, size=(120, 3)).astype(np.float32)
+    else:
+        data = rng.standard_normal((120, 6)).astype(np.float32)
+    labels = rng.integers(0, 9, size=120)
+    labels[0] = 99  # a lone label: that query is left out
+    expected = loop_average_ranking_position(data, labels)
+    monkeypatch.setattr(analysis, "_RANKING_ENTRIES", 7 * 120)  # chunks of 7 queries
+    assert analysis.average_ranking_position(data, labels) == pytest.approx(expected, rel=1e-12)
+    queries, query_labels = data[:30] + 0.25, labels[:30]
+    expected = loop_average_ranking_position(data[30:], labels[30:], queries, query_labels)
+    got = analysis.average_ranking_position(
+        data[30:], labels[30:], query_embeddings=queries, query_labels=query_labels
+    )
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_tables_show_the_average_ranking_position_as_a_rank():
+    metrics = {"recall@1": 0.5, "average_ranking_position": 12.345, "num_queries": 4}
+    lines = analysis.format_metrics_table(metrics).splitlines()
+    assert [line.split()[0] for line in lines[2:]] == [
+        "recall@1",
+        "average_ranking_position",
+        "num_queries",
+    ]
+    assert lines[3].split() == ["average_ranking_position", "(rank)", "12.35"]
+    table = analysis.compare_models_table({"a": metrics})
+    assert "average_ranking_position (rank)" in table and "12.35" in table

@@ -156,7 +156,7 @@ def test_a_bad_override_stops_the_task_with_one_line_naming_the_key(workspace, c
     assert "unknown key model.descriptor" in error and "\n" not in error
 
 
-def test_analyze_model_performance_writes_the_metrics(workspace, tmp_path):
+def test_analyze_model_performance_writes_the_metrics(workspace, tmp_path, capsys):
     output = tmp_path / "analysis.json"
     run_task(
         "analysis.analyze-model-performance",
@@ -165,7 +165,13 @@ def test_analyze_model_performance_writes_the_metrics(workspace, tmp_path):
     )  # fmt: skip
     metrics = json.loads(output.read_text())
     expected = {"recall@1", "recall@2", "precision@1", "r_precision", "map@r"}
-    assert expected | {"num_queries", "embedding_dim"} <= set(metrics)
+    assert expected | {"num_queries", "embedding_dim", "average_ranking_position"} <= set(metrics)
+    # Printed next to Recall@K, as a rank: at least (R + 1) / 2 = 3 (the demo's classes hold 6
+    # images, R = 5) and below the number of test images.
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("average_ranking"))
+    assert row.split()[-1] == f"{metrics['average_ranking_position']:.2f}"
+    assert 3.0 <= metrics["average_ranking_position"] < metrics["num_queries"]
     assert metrics["embedding_dim"] == 32
     assert metrics["precision@1"] == metrics["recall@1"]
     # Same numbers as the run's own test evaluation of best.keras.
