@@ -117,51 +117,73 @@ def rankings_on_batches(
     output_dir: str | os.PathLike,
     *,
     num_batches: int = 3,
-    top_k: int = 8,
     seed: int = 0,
 ) -> Path:
-    """For a random query in each of a few test batches, the rest of its batch ranked.
+    """The seed's batch figure: a random query and its whole P x K batch of test classes ranked.
+
+    The batches come from the training sampler over the test classes (P and K and the class
+    sampling of the configuration, P capped at the number of test classes; no augmentation).
+    Each figure shows the query, then every other image of its batch by distance, same-class
+    images marked green, and its title gives the average ranking position of the query's
+    same-class images (ranks from 1; (R + 1) / 2 is perfect).
 
     Returns:
-        The HTML page.
+        The HTML page (its notes list the average ranking position of each batch).
     """
     output_dir = Path(output_dir)
     model = experiment.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
-    rng = np.random.default_rng(seed)
-    batch = config.data.eval_batch_size
-    starts = rng.choice(
-        np.arange(0, len(test), batch), size=min(num_batches, -(-len(test) // batch)), replace=False
+    classes = min(config.data.classes_per_batch, test.num_classes)
+    per_class = config.data.images_per_class
+    batches = pipeline.train_dataset(
+        test,
+        classes_per_batch=classes,
+        images_per_class=per_class,
+        image_size=config.data.image_size,
+        crop_mode=config.data.crop,
+        augment=False,
+        seed=seed,
+        class_sampling=config.data.class_sampling,
     )
-    pngs = []
-    for number, start in enumerate(sorted(starts), start=1):
-        indices = np.arange(start, min(start + batch, len(test)))
-        images = _images(test, indices, config)
+    rng = np.random.default_rng(seed)
+    pngs, lines = [], []
+    for number, (images, labels) in enumerate(batches.take(num_batches), start=1):
+        images, labels = images.numpy(), labels.numpy()
         # Embed the images already loaded rather than reading the batch a second time.
-        embeddings, labels = inference.compute_embeddings(
-            model, tf.data.Dataset.from_tensors((images, test.labels[indices])), progress=False
+        embeddings, _ = inference.compute_embeddings(
+            model, tf.data.Dataset.from_tensors((images, labels)), progress=False
         )
-        query = int(rng.integers(len(indices)))
-        k = min(top_k, len(indices) - 1)
+        query = int(rng.integers(len(images)))
         neighbours, distances = nearest_neighbours(
-            embeddings[[query]], embeddings, k=k, exclude_indices=np.array([query])
+            embeddings[[query]], embeddings, k=len(images) - 1, exclude_indices=np.array([query])
         )
+        matches = labels[neighbours] == labels[query]
+        position = analysis.average_ranking_position_from_matches(matches)
+        best = (int(matches.sum()) + 1) / 2
+        line = (
+            f"batch {number}: average ranking position {position:.2f} of the query's "
+            f"{int(matches.sum())} same-class images among {len(images) - 1} (best {best:.1f})"
+        )
+        lines.append(line)
         pngs.append(
-            visualize.plot_rankings(
-                images[[query]],
-                labels[[query]],
-                images[neighbours],
-                labels[neighbours],
-                distances,
+            visualize.plot_batch_ranking(
+                images[query],
+                labels[query],
+                images[neighbours[0]],
+                labels[neighbours[0]],
+                distances[0],
                 output_dir / f"ranking_batch_{number}.png",
                 class_names=test.class_names,
-                title=f"Test batch {number}: a random query and its batch ranked by distance",
+                columns=16,
+                title=f"Test batch {number} ({classes} classes x {per_class} images), ranked by "
+                f"distance to the query: {line.split(': ', 1)[1]}",
             )
         )
     return visualize.write_html_report(
         "Rankings within test batches",
-        [("Rankings within test batches", pngs)],
+        [("Rankings within P x K test batches", pngs)],
         output_dir / "rankings_on_batches.html",
+        notes="\n".join(lines),
     )
 
 

@@ -1,5 +1,6 @@
 """Tests for net.figures: what the visualisation tasks put on their pages."""
 
+import dataclasses
 import html
 from pathlib import Path
 
@@ -34,3 +35,42 @@ def test_training_batches_show_the_configured_augmentations(tmp_path, demo_datas
     page = figures.training_batches(_config(tmp_path, demo_dataset_root, False), off, seed=1)
     assert "Augmentation (data.augment): off" in html.unescape(page.read_text())
     assert not (off / "augmentation_operations.png").exists()
+
+
+def test_rankings_on_batches_rank_whole_p_by_k_batches_of_test_classes(
+    tmp_path, demo_dataset_root, monkeypatch
+):
+    """The seed's figure: each batch holds P = 3 test classes x K = 2 images; one query per batch
+    and the other 5 images ranked by distance; the title's average ranking position is the mean
+    1-based rank of the query's same-class images, recomputed here in a plain loop."""
+    import numpy as np
+
+    from net import experiment, visualize
+
+    config = _config(tmp_path, demo_dataset_root, False)
+    data = dataclasses.replace(config.data, classes_per_batch=3)
+    config = dataclasses.replace(config, data=data)
+    test = experiment.load_splits(config.data).test
+    model = experiment.build_model(config.model, image_size=32, num_classes=0)
+    model_path = tmp_path / "model.keras"
+    model.save(model_path)
+    drawn = []
+    real = visualize.plot_batch_ranking
+
+    def spy(query_image, query_label, images, labels, distances, path, **kwargs):
+        drawn.append((query_label, np.asarray(labels), np.asarray(distances), kwargs["title"]))
+        return real(query_image, query_label, images, labels, distances, path, **kwargs)
+
+    monkeypatch.setattr(visualize, "plot_batch_ranking", spy)
+    page = figures.rankings_on_batches(config, model_path, tmp_path / "out", num_batches=2)
+    assert len(drawn) == 2 and len(list((tmp_path / "out").glob("ranking_batch_*.png"))) == 2
+    notes = html.unescape(page.read_text())
+    for query_label, labels, distances, title in drawn:
+        assert len(labels) == 3 * 2 - 1  # the whole batch but the query
+        batch = np.append(labels, query_label)
+        assert len(set(batch)) == 3 and all((batch == c).sum() == 2 for c in set(batch))
+        assert set(batch) <= set(np.unique(test.labels))
+        assert np.all(np.diff(distances) >= 0)  # nearest first
+        ranks = [rank for rank, label in enumerate(labels, start=1) if label == query_label]
+        expected = f"average ranking position {sum(ranks) / len(ranks):.2f}"
+        assert expected in title and expected in notes
