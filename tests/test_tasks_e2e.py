@@ -393,3 +393,24 @@ def test_every_task_that_reads_a_configuration_takes_config_path(tmp_path, capsy
         "demo",
         "docker.run",
     } <= set(checked)
+
+
+def test_the_seed_commands_run_without_a_model_path(workspace, capsys):
+    """The seed's README commands, as written (no --model-path), after `invoke ml.train
+    --profile demo`: each takes the newest run with a best.keras under output.root, says so,
+    and writes its output there."""
+    common = ["--config-path", str(workspace["config"]), "--profile", "demo"]
+    root = workspace["run_dir"].parent
+    runs = [path.parent for path in root.glob("*/best.keras")]
+    newest = max(runs, key=lambda run: run.stat().st_mtime)
+    for command in (
+        "analysis.analyze-model-performance",
+        "visualize.visualize-predictions-on-batches",
+        "visualize.visualize-predictions-on-dataset",
+    ):
+        run_task(command, *common)
+        printed = capsys.readouterr().out
+        assert f"Model: {newest / 'best.keras'} (the newest run with a best.keras)" in printed
+    assert (newest / "analysis.json").is_file()
+    for page in ("rankings_on_batches.html", "rankings_on_dataset.html"):
+        assert (newest / "figures" / page).is_file()
