@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,13 @@ def _load_mat(path: Path, variables: Sequence[str]) -> dict[str, Any]:
     try:
         content = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=True)
     except Exception as error:  # scipy raises ValueError, TypeError, OSError, MatReadError...
-        raise DataError(f"Cannot read annotation file {path}: {error}") from error
+        with open(path, "rb") as handle:
+            header = handle.read(128)
+        kind = "" if header.startswith(b"MATLAB") else "not a MATLAB .mat file; "
+        raise DataError(
+            f"Cannot read annotation file {path}: {kind}scipy.io.loadmat says: "
+            f"{error or type(error).__name__}"
+        ) from error
     missing = [name for name in variables if name not in content]
     if missing:
         present = sorted(key for key in content if not key.startswith("__"))
@@ -727,9 +734,62 @@ def check_image(path: str, full_decode: bool) -> tuple[str | None, tuple[int, in
         try:
             tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         except tf.errors.OpError as error:
-            reason = error.message.splitlines()[-1].split("]")[-1].strip() or "unknown error"
-            return f"not a decodable image (TensorFlow: {reason})", image_size
+            return f"not a decodable image (TensorFlow: {tensorflow_reason(error)})", image_size
     return None, image_size
+
+
+def tensorflow_reason(error: Exception) -> str:
+    """The readable part of a TensorFlow op error (without its function name, op and ``name:``).
+
+    ``"{{function_node __wrapped__DecodeImage_...}} jpeg::Uncompress failed. Invalid JPEG data or
+    crop window. [Op:DecodeImage] name: "`` gives ``"jpeg::Uncompress failed. Invalid JPEG data
+    or crop window."``.
+    """
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{[^}]*\}\}", " ", text)
+    text = re.sub(r"\[\[\{\{node [^]]*\]\]|\[Op:[^\]]*\].*$", " ", text, flags=re.S)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[-1:]).strip().rstrip(":").strip() or type(error).__name__
+
+
+def undecodable_images(paths: Sequence[str], *, num_threads: int = 16) -> list[str]:
+    """``"path: reason"`` for each image that TensorFlow's decoder refuses (a full decode each).
+
+    What the pipeline's decoder would stop on, found after the fact (the pipeline's error does
+    not name its file): about 2 ms an image.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        results = list(pool.map(lambda p: check_image(p, True)[0], paths))
+    return [f"{path}: {problem}" for path, problem in zip(paths, results, strict=True) if problem]
+
+
+def undecodable_error(problems: Sequence[str], *, skip_bad: bool) -> DataError:
+    """The error naming the images the pipeline could not decode (with ``decode_check`` off)."""
+    if skip_bad:
+        hint = (
+            "data.skip_bad_images leaves out only what the up-front check finds; set "
+            "data.decode_check: true to decode every image up front and leave such files out"
+        )
+    else:
+        hint = (
+            "fix or remove it, or set data.decode_check: true and data.skip_bad_images: true "
+            "to leave such files out"
+        )
+    if len(problems) == 1:
+        return DataError(f"{problems[0]}; {hint}")
+    return DataError(f"{len(problems)} images cannot be decoded ({hint}):\n" + _listing(problems))
+
+
+#: Problems listed in full before "... and N more".
+LISTED_PROBLEMS = 20
+
+
+def _listing(lines: Sequence[str], limit: int = LISTED_PROBLEMS) -> str:
+    """The first ``limit`` lines, indented, then how many more there are."""
+    shown = [f"  {line}" for line in lines[:limit]]
+    if len(lines) > limit:
+        shown.append(f"  … and {len(lines) - limit} more")
+    return "\n".join(shown)
 
 
 def _box_problem(box: np.ndarray, size: tuple[int, int], tolerance: int) -> str | None:
@@ -845,20 +905,25 @@ def report_problems(
     """
     if not annotation_problems and not image_problems:
         return
+    missing = sum(line.endswith(": file not found") for line in image_problems)
+    if total and missing == total:
+        headline = f"none of the {total} images exists (is data.root right?)"
+    elif skip_bad:
+        headline = f"{len(image_problems)} of {total} images (unusable)"
+    else:
+        headline = f"{len(image_problems)} of {total} images are unusable"
     parts = []
+    if image_problems:
+        parts.append(f"{headline}:\n" + _listing(image_problems))
     if annotation_problems:
         parts.append(
             f"{len(annotation_problems)} problem(s) in the annotation files:\n"
-            + "\n".join(f"  {line}" for line in annotation_problems)
-        )
-    if image_problems:
-        parts.append(
-            f"{len(image_problems)} of {total} images are unusable:\n"
-            + "\n".join(f"  {line}" for line in image_problems)
+            + _listing(annotation_problems)
         )
     summary = "\n".join(parts)
     if not skip_bad:
         raise DataError(
-            summary + "\nFix or remove them, or set skip_bad to drop them and continue."
+            summary + "\nFix or remove them, or set data.skip_bad_images: true to leave them out "
+            "and continue."
         )
     logger.warning("Skipped %s", summary)

@@ -7,9 +7,11 @@ library (:mod:`net.data`, :mod:`net.pipeline`, :mod:`net.model`, :mod:`net.losse
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +256,47 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
 
     Returns:
         The content of ``metrics.json``.
+
+    Raises:
+        net.data.DataError: the data set cannot be read or split, cannot fill a P x K batch, or
+            holds an image TensorFlow cannot decode (named; with ``data.decode_check: false``
+            the up-front check reads only headers and end markers).
     """
+    with naming_undecodable_images(lambda: _all_paths(config.data), config.data):
+        return _train(config, run_dir, verbose=verbose)
+
+
+def _all_paths(config: DataConfig) -> list[str]:
+    splits = load_splits(config)
+    return [str(path) for part in (splits.train, splits.val, splits.test) for path in part.paths]
+
+
+@contextlib.contextmanager
+def naming_undecodable_images(paths: Callable[[], Sequence[str]], config: DataConfig):
+    """Turns the pipeline's decoding error, which names no file, into one that names it.
+
+    TensorFlow stops the input pipeline on an image it cannot decode with an op error that does
+    not say which file; when that happens, every image of ``paths()`` is decoded once to find
+    it (:func:`net.data.undecodable_images`).
+
+    Raises:
+        net.data.DataError: naming the undecodable images, when some are found (else the
+            original error goes on).
+    """
+    try:
+        yield
+    except tf.errors.OpError:
+        try:
+            problems = data.undecodable_images(paths())
+        except data.DataError:
+            problems = []
+        if not problems:
+            raise
+        raise data.undecodable_error(problems, skip_bad=config.skip_bad_images) from None
+
+
+def _train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str) -> dict:
+    """:func:`train`, without the naming of undecodable images."""
     tc = config.training
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = distribution_strategy(tc.distribution)
@@ -374,7 +416,8 @@ def evaluate(
         "num_queries": ..., "embedding_dim": ...}``, plus ``num_gallery`` for a query/gallery
         split and ``average_ranking_position`` with ``ranking``.
     """
-    embeddings, labels = embed(net, records, config.data, progress)
+    with naming_undecodable_images(lambda: records.paths.tolist(), config.data):
+        embeddings, labels = embed(net, records, config.data, progress)
     return split_metrics(records, embeddings, labels, config, ranking=ranking)
 
 

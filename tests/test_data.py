@@ -405,3 +405,80 @@ def test_validation_full_decode_finds_corrupt_data_the_cheap_check_misses(tmp_pa
     assert validate_records(records) is records
     with pytest.raises(DataError, match=r"b\.jpg: not a decodable image \(TensorFlow"):
         validate_records(records, full_decode=True)
+
+
+def _corrupt_huffman_table(path: Path) -> None:
+    """A fine header and end marker, a DHT whose code-length counts are all 255: only a full
+    decode fails."""
+    data = bytearray(path.read_bytes())
+    table = data.find(b"\xff\xc4")
+    data[table + 5 : table + 21] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
+def test_a_decoding_failure_reads_as_tensorflows_reason_not_name(tmp_path):
+    from net.data import check_image, tensorflow_reason, undecodable_error, undecodable_images
+
+    _write_jpeg(tmp_path / "good.jpg", 40, 30, 0)
+    _write_jpeg(tmp_path / "bad.jpg", 40, 30, 1)
+    _corrupt_huffman_table(tmp_path / "bad.jpg")
+    problem, _ = check_image(str(tmp_path / "bad.jpg"), full_decode=True)
+    assert problem.startswith("not a decodable image (TensorFlow: jpeg::Uncompress failed")
+    assert "name:" not in problem and "function_node" not in problem and "[Op:" not in problem
+    found = undecodable_images([str(tmp_path / "good.jpg"), str(tmp_path / "bad.jpg")])
+    assert found == [f"{tmp_path / 'bad.jpg'}: {problem}"]
+    message = str(undecodable_error(found, skip_bad=False))
+    assert "\n" not in message and message.startswith(found[0])
+    assert "data.decode_check: true and data.skip_bad_images: true" in message
+    assert "data.decode_check: true" in str(undecodable_error(found, skip_bad=True))
+
+    class FakeOpError(Exception):
+        message = "{{function_node __wrapped__X}} disk on fire. [Op:DecodeImage] name: "
+
+    assert tensorflow_reason(FakeOpError()) == "disk on fire."
+
+
+def test_many_problems_give_the_count_then_twenty_then_how_many_more(tmp_path, caplog):
+    """An empty car_ims: one line with the count first, 20 files, "… and N more" (not a list of
+    every missing file)."""
+    files = [str(tmp_path / f"{i:06d}.jpg") for i in range(30)]
+    records = Records(
+        np.array(files), np.arange(30) // 3, np.full((30, 4), -1), tuple("abcdefghij")
+    )
+    with pytest.raises(DataError) as info:
+        validate_records(records)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "none of the 30 images exists (is data.root right?):"
+    assert lines[1:21] == [f"  {path}: file not found" for path in files[:20]]
+    assert lines[21] == "  … and 10 more"
+    assert lines[22] == (
+        "Fix or remove them, or set data.skip_bad_images: true to leave them out and continue."
+    )
+
+
+def test_skipping_says_how_many_in_plain_words(tmp_path, caplog):
+    for i in range(4):
+        _write_jpeg(tmp_path / f"{i}.jpg", 20, 10, i)
+    files = [str(tmp_path / f"{i}.jpg") for i in range(4)] + [str(tmp_path / "gone.jpg")]
+    records = Records(np.array(files), np.array([0, 0, 1, 1, 1]), np.full((5, 4), -1),
+                      (np.str_("first"), np.str_("second")))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="net.data"):
+        validate_records(records, skip_bad=True)
+    assert "Skipped 1 of 5 images (unusable):" in caplog.text
+    assert "are unusable" not in caplog.text and "np.str_" not in caplog.text
+    records = Records(np.array(files[:3]), np.array([0, 0, 1]), np.full((3, 4), -1),
+                      (np.str_("first"), np.str_("second")))  # fmt: skip
+    with pytest.raises(DataError) as info:
+        validate_records(records)
+    assert "only image of class 'second' (label 1)" in str(info.value)
+    assert "np.str_" not in str(info.value)
+
+
+def test_a_non_mat_annotation_file_says_so(tmp_path):
+    (tmp_path / "cars_annos.mat").write_text("hello, not a mat file\n")
+    (tmp_path / "car_ims").mkdir()
+    with pytest.raises(DataError) as info:
+        read_cars196(tmp_path)
+    assert str(info.value).startswith(
+        f"Cannot read annotation file {tmp_path / 'cars_annos.mat'}: not a MATLAB .mat file; "
+    )

@@ -264,3 +264,30 @@ def test_an_unsafe_checkpoint_as_model_weights_is_one_line(demo_dataset_root, tm
     error = _one_line_error(capsys)
     assert error.startswith(f"Configuration error: {config} (profile demo) with --set ")
     assert f"model.weights: {evil}: refusing to load global '" in error and "print'" in error
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_jpeg_corrupt_inside_its_data_is_named_when_training_stops(
+    demo_dataset_root, tmp_path, capsys, skip
+):
+    """decode_check false (the default): the header and end marker are fine, so the up-front
+    check passes, and TensorFlow's decoder stops the pipeline without naming the file."""
+    dataset = tmp_path / "data"
+    shutil.copytree(demo_dataset_root, dataset)
+    bad = sorted((dataset / "car_ims").iterdir())[-1]  # a test-class image
+    content = bytearray(bad.read_bytes())
+    table = content.find(b"\xff\xc4")
+    content[table + 5 : table + 21] = b"\xff" * 16
+    bad.write_bytes(bytes(content))
+    config = _config(tmp_path, dataset, tmp_path / "runs")
+    sets = [arg for setting in TRAIN_SETTINGS for arg in ("--set", setting)]
+    code = failing_task(
+        "ml.train", "--config-path", str(config), "--profile", "demo", *sets,
+        "--set", f"data.skip_bad_images={str(skip).lower()}",
+    )  # fmt: skip
+    assert code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(
+        f"Training stopped: {bad}: not a decodable image (TensorFlow: jpeg::Uncompress failed"
+    )
+    assert "data.decode_check: true" in error
