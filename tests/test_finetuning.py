@@ -161,3 +161,28 @@ def test_frozen_epochs_follow_the_epoch_number():
     ]
     assert frozen == [True, True, False, False]
     assert finetuning.backbone_frozen(10, freeze_epochs=0, multiplier=0.0)
+
+
+def test_the_multi_worker_loop_retraces_when_the_backbone_is_unfrozen():
+    """The loop used under MultiWorkerMirroredStrategy traces its own step: after the frozen
+    epoch it must trace again, or the backbone would never train. (Run here under the default
+    strategy: the same loop, one replica.)"""
+    net = small_model()
+    compile_small(net)
+    backbone = finetuning.backbone_layer(net)
+    snapshots = [values(backbone.weights)]
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(values(backbone.weights))
+    )
+    training._fit_multi_worker(
+        net,
+        dataset(2).repeat(),
+        epochs=2,
+        initial_epoch=0,
+        steps_per_epoch=2,
+        callbacks=[finetuning.FreezeBackbone(freeze_epochs=1), record],
+        verbose=0,
+    )
+    start, after_frozen, after_free = snapshots
+    assert all(np.array_equal(a, b) for a, b in zip(start, after_frozen, strict=True))
+    assert not any(np.array_equal(a, b) for a, b in zip(after_frozen, after_free, strict=True))
