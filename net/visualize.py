@@ -91,13 +91,18 @@ def wrap_label(text: str, width: int, lines: int = 2) -> str:
     The middle is cut when the text does not fit (see :func:`shorten_middle`).
     """
     text = shorten_middle(text, width * lines)
-    wrapped = textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+    # A "/" (folder-like class names) is a break opportunity too: wrap with a space after each.
+    spaced = text.replace("/", "/ ")
+    wrapped = [
+        line.replace("/ ", "/")
+        for line in textwrap.wrap(spaced, width, break_on_hyphens=False) or [""]
+    ]
     if len(wrapped) > lines:  # Wrapping at spaces wasted room: cut at exact widths instead.
         wrapped = [text[i : i + width] for i in range(0, len(text), width)]
     return "\n".join(wrapped)
 
 
-def _label_text(label: object, class_names: Sequence[str] | None, width: int = 22) -> str:
+def _label_text(label: object, class_names: Sequence[str] | None, width: int = 28) -> str:
     """The caption of a label: the data set's class number and name on two wrapped lines.
 
     Lines hold ``width`` characters; the middle is cut if the text is still too long.
@@ -225,7 +230,7 @@ def plot_rankings(
         query_axes.imshow(_to_display(query_images[row], f"query_images[{row}]"))
         _framed(query_axes, QUERY_COLOR)
         query_axes.set_title(
-            "query\n" + _label_text(query_labels[row], class_names, width=18),
+            "query\n" + _label_text(query_labels[row], class_names, width=26),
             fontsize=7,
             color=QUERY_COLOR,
         )
@@ -240,7 +245,7 @@ def plot_rankings(
             _framed(axes, color)
             distance = float(ranked_distances[row][rank])
             axes.set_title(
-                f"#{rank + 1}  d = {distance:.3f}\n" + _label_text(label, class_names, width=18),
+                f"#{rank + 1}  d = {distance:.3f}\n" + _label_text(label, class_names, width=26),
                 fontsize=7,
                 color=color,
             )
@@ -301,7 +306,7 @@ def plot_batch_ranking(
     cells[0].imshow(_to_display(query_image, "query_image"))
     _framed(cells[0], QUERY_COLOR)
     cells[0].set_title(
-        "query\n" + _label_text(query_label, class_names, width=14), fontsize=6, color=QUERY_COLOR
+        "query\n" + _label_text(query_label, class_names, width=20), fontsize=6, color=QUERY_COLOR
     )
     for rank in range(count):
         axes = cells[rank + 1]

@@ -99,6 +99,8 @@ def export_embeddings(
     thumbnail_size=64,
 ):
     """Test-split embeddings, metadata.tsv and a sprite for TensorBoard's Embedding Projector."""
+    if int(thumbnail_size) < 1:
+        fail(f"--thumbnail-size must be at least 1 pixel, got {thumbnail_size}", code=2)
     config = load(config_path, profile, set_)
     from pathlib import Path
 

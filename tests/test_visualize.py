@@ -211,6 +211,10 @@ def test_labels_keep_names_with_a_shared_prefix_apart():
     # Wrapped at spaces when that fits on two lines, else at exact widths: nothing is lost.
     assert visualize.wrap_label("1: Audi S5 Convertible", 12) == "1: Audi S5\nConvertible"
     assert visualize.wrap_label("Audi S5 Convertible 2012", 12) == "Audi S5 Conv\nertible 2012"
+    # Folder-like names break after a "/".
+    assert visualize.wrap_label("3: animals/mammals/marine/whale_humpback", 28) == (
+        "3: animals/mammals/marine/\nwhale_humpback"
+    )
 
 
 def test_plot_batch_ranking_draws_the_whole_batch_in_a_grid(tmp_path):
