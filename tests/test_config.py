@@ -107,10 +107,14 @@ def test_seed_profile_is_the_seeds_best_setup():
         224,
     )
     assert (seed.data.classes_per_batch, seed.data.images_per_class) == (16, 8)
-    augmentation = seed.data.augmentation  # a flip, then 0-2 of the five others, each applied
+    # imgaug: SomeOf((0, 2), [Grayscale(alpha=(0.2, 1)), Affine(scale={x, y: (0.8, 1.2)}),
+    # Affine(translate_percent={x, y: (-0.1, 0.1)}), Affine(rotate=(-15, 15))]), Fliplr(0.5).
+    augmentation = seed.data.augmentation
     assert (augmentation.flip_p, augmentation.max_ops) == (0.5, 2)
-    probabilities = [getattr(augmentation, f"{op}_p") for op in CHOOSABLE]
-    assert probabilities == [1.0] * 5
+    assert augmentation.operations == ("flip", "scale", "translate", "rotate", "grayscale")
+    assert [getattr(augmentation, f"{op}_p") for op in CHOOSABLE if op != "shear"] == [1.0] * 4
+    assert (augmentation.scale_range, augmentation.translate_range) == ((0.8, 1.2), (-0.1, 0.1))
+    assert (augmentation.rotate_range, augmentation.grayscale_range) == ((-15, 15), (0.2, 1))
     model = seed.model
     assert (model.architecture, model.backbone, model.weights) == ("cgd", "resnet50", "imagenet")
     assert (model.feature_layer, model.descriptors, model.embedding_dim) == (
