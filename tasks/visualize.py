@@ -55,7 +55,7 @@ def _model_figure(config, model_path, set_, output_dir, draw):
 def visualize_data(
     c, config_path="config.yaml", profile=None, batches=2, output_dir=None, seed=0, set_=None
 ):
-    """Grids of training batches as the pipeline delivers them (augmented), with labels."""
+    """Training batches as the pipeline delivers them, and each configured augmentation alone."""
     config = load(config_path, profile, set_)
     from net import figures
 
