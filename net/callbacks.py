@@ -2,14 +2,28 @@
 
 A run directory holds ``last.keras`` and ``best.keras`` (whole models, loadable in safe mode),
 ``state/`` (weights with the optimizer's variables and ``state.json``: the epoch reached, the best
-validation score, the early-stopping counter) and the logs. Every file is written to a temporary
-name in the same folder and moved into place (:mod:`net.files`), so a crash at any moment
-leaves the previous complete file, never a half-written one. ``state.json`` is written last: it
-is the commit point of an epoch.
+validation score, the early-stopping and plateau counters), ``log.csv`` (one row per epoch),
+``status.json`` (complete, in progress or failed; :func:`run_status`) and the TensorBoard logs.
+
+Every file is written to a temporary name in the same folder and moved into place
+(:mod:`net.files`), so a crash at any moment leaves the previous complete file, never a
+half-written one. An epoch is saved in this order: the free space is checked, the epoch's
+``log.csv`` row, the weights, then ``state.json`` -- the commit point of the epoch -- and only
+then ``last.keras`` and ``best.keras``. So ``log.csv`` never lacks a committed epoch's row (rows
+after the committed epoch are dropped on resume), and ``last.keras`` is never ahead of the state;
+a resume rewrites ``last.keras`` (and ``best.keras`` when the committed epoch was the best) from
+the state in case the process died before writing them.
+
+Epochs are counted from 1 everywhere (``log.csv``'s ``epoch`` column, ``state.json``'s ``epoch``
+and ``best_epoch``, ``metrics.json``, TensorBoard's step, messages): epoch N is the N-th epoch
+trained, and the state after it says N epochs are done.
 """
 
 from __future__ import annotations
 
+import csv
+import datetime
+import io
 import json
 import math
 import os
@@ -20,10 +34,33 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
-from net.files import atomic_save_model, atomic_save_weights, atomic_write_json, atomic_write_text
+from net.files import (
+    atomic_save_model,
+    atomic_save_weights,
+    atomic_write_json,
+    atomic_write_text,
+    free_bytes,
+)
 
 STATE_FILE = "state.json"
+STATUS_FILE = "status.json"
+LOG_FILE = "log.csv"
+
+#: A run's status (:func:`run_status`).
+RUN_COMPLETE = "complete"
+RUN_IN_PROGRESS = "in progress"
+RUN_FAILED = "failed"
+
+#: Free space asked for beyond the size of the previous save: 1 MiB plus 10 %.
+SPACE_MARGIN_BYTES = 1 << 20
+SPACE_MARGIN_FRACTION = 0.1
+
+
+class RunSaveError(OSError):
+    """An epoch could not be saved (a full disk); the last complete save is kept."""
+
 
 #: The validation metric that selects the best model and drives early stopping and plateaus:
 #: MAP@R rather than Recall@1, which saturates far earlier on a few validation classes.
@@ -36,6 +73,53 @@ def read_state(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def mark_run(run_dir: str | os.PathLike, status: str, message: str | None = None) -> None:
+    """Records a run's status in its ``status.json``.
+
+    Args:
+        run_dir: the run directory.
+        status: :data:`RUN_IN_PROGRESS` (written when training starts or resumes),
+            :data:`RUN_COMPLETE` (``metrics.json`` written) or :data:`RUN_FAILED`.
+        message: why it failed (one line).
+    """
+    if status not in (RUN_COMPLETE, RUN_IN_PROGRESS, RUN_FAILED):
+        raise ValueError(f"unknown run status {status!r}")
+    record = {
+        "status": status,
+        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if message:
+        record["message"] = message.splitlines()[0] if message.strip() else message
+    atomic_write_json(Path(run_dir) / STATUS_FILE, record)
+
+
+def run_status(run_dir: str | os.PathLike) -> str | None:
+    """Whether a run directory's run is complete, in progress or failed.
+
+    ``in progress`` also covers a run whose process was killed (resume it with the same command).
+    Directories written before ``status.json`` existed are judged by their files: ``metrics.json``
+    means complete, a resume state in progress, only ``config.yaml`` failed.
+
+    Returns:
+        :data:`RUN_COMPLETE`, :data:`RUN_IN_PROGRESS`, :data:`RUN_FAILED`, or ``None`` when
+        ``run_dir`` is not a run directory (no ``config.yaml``).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    try:
+        status = json.loads((run_dir / STATUS_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status in (RUN_COMPLETE, RUN_IN_PROGRESS, RUN_FAILED):
+        return status
+    if (run_dir / "metrics.json").is_file():
+        return RUN_COMPLETE
+    if read_state(run_dir) is not None:
+        return RUN_IN_PROGRESS
+    return RUN_FAILED
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -191,18 +275,27 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Saves last/best models and the resume state; early stopping on the monitored metric.
+    """Saves the epoch's log row, resume state and last/best models; early stopping.
 
-    At the end of every epoch with a finite loss: ``last.keras``; ``best.keras`` when the
-    monitored value improved (or every epoch when nothing is monitored); then the weights with the
-    optimizer state and ``state.json``. On an epoch whose loss is not finite nothing is written,
-    so the files keep the last good epoch.
+    At the end of every epoch with a finite loss, in this order (see the module docstring): the
+    free space is checked (at least the previous save's size plus a margin), the ``log.csv`` row,
+    the weights with the optimizer state, ``state.json`` (the commit), ``last.keras``, and
+    ``best.keras`` when the monitored value improved (or every epoch when nothing is monitored).
+    On an epoch whose loss is not finite only the log row is written, so the other files keep
+    the last good epoch (and the row is dropped when the run resumes).
 
     Args:
         run_dir: the run directory.
         monitor: log key to maximise (default ``val_`` + :data:`SELECTION_METRIC`), or ``None``.
         patience: epochs without improvement before stopping; 0 never stops.
         state: the state read from a previous, interrupted run, to continue its counters.
+        components: callbacks whose own state (``get_state``/``set_state``, e.g.
+            :class:`ResumablePlateau`) is saved with the run's, by name.
+
+    Raises:
+        RunSaveError: (from ``on_epoch_end``) the disk is too full for the save, or a write
+            failed; the message names the folder and the space needed, and the last complete
+            save is kept.
     """
 
     def __init__(
@@ -211,64 +304,196 @@ class RunCheckpoint(keras.callbacks.Callback):
         monitor: str | None = f"val_{SELECTION_METRIC}",
         patience: int = 0,
         state: dict[str, Any] | None = None,
+        components: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.patience = patience
+        self.components = components or {}
         state = state or {}
-        self.best = state.get("best", -math.inf)
+        self.best = -math.inf if state.get("best") is None else state["best"]
         self.best_epoch = state.get("best_epoch")
         self.wait = state.get("wait", 0)
+        self.committed_epoch = state.get("epoch", 0)
+        for name, saved in (state.get("components") or {}).items():
+            if name in self.components:
+                self.components[name].set_state(saved)
         self.stopped_early = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        if getattr(self.model, "stop_training_nan", False):
-            return
+        number = epoch + 1
+        log_path = self.run_dir / LOG_FILE
         loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        diverged = getattr(self.model, "stop_training_nan", False) or (
+            loss is not None and not math.isfinite(float(loss))
+        )
+        if diverged:  # Logged so the failure shows, never committed.
+            self._guarded(number, lambda: append_log_row(log_path, number, logs))
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_model(self.model, self.run_dir / "last.keras")
         current = logs.get(self.monitor) if self.monitor else None
         if self.monitor and current is None:
             raise KeyError(
                 f"RunCheckpoint monitors {self.monitor!r}, which is not in the epoch logs "
                 f"({', '.join(sorted(logs))})"
             )
-        if current is None or current > self.best:
-            self.best = -math.inf if current is None else float(current)
-            self.best_epoch = epoch + 1
-            self.wait = 0
-            atomic_save_model(self.model, self.run_dir / "best.keras")
-        else:
-            self.wait += 1
-        self._save_state(epoch + 1)
+        improved = current is None or current > self.best
+        best = (-math.inf if current is None else float(current)) if improved else self.best
+        best_epoch = number if improved else self.best_epoch
+        wait = 0 if improved else self.wait + 1
+        state_dir = self.run_dir / "state"
+
+        def commit() -> None:
+            self._check_space(number)
+            append_log_row(log_path, number, logs)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            weights = atomic_save_weights(self.model, state_dir / f"epoch-{number:04d}.weights.h5")
+            state = {
+                "epoch": number,
+                "weights": weights.name,
+                "best": best if math.isfinite(best) else None,
+                "best_epoch": best_epoch,
+                "wait": wait,
+                "monitor": self.monitor,
+                "components": {name: c.get_state() for name, c in self.components.items()},
+            }
+            atomic_write_json(state_dir / STATE_FILE, state)
+
+        self._guarded(number, commit)
+        self.committed_epoch = number
+        self.best, self.best_epoch, self.wait = best, best_epoch, wait
+        self._guarded(number, lambda: save_models(self.model, self.run_dir, best=improved))
+        for old in state_dir.glob("epoch-*.weights.h5"):
+            if old.name != f"epoch-{number:04d}.weights.h5":
+                old.unlink(missing_ok=True)
         if self.patience and self.wait >= self.patience:
             self.stopped_early = True
             self.model.stop_training = True
 
-    def _save_state(self, epochs_done: int) -> None:
-        state_dir = self.run_dir / "state"
-        state_dir.mkdir(exist_ok=True)
-        weights = atomic_save_weights(self.model, state_dir / f"epoch-{epochs_done:04d}.weights.h5")
-        state = {
-            "epoch": epochs_done,
-            "weights": weights.name,
-            "best": self.best if math.isfinite(self.best) else None,
-            "best_epoch": self.best_epoch,
-            "wait": self.wait,
-            "monitor": self.monitor,
+    def _check_space(self, number: int) -> None:
+        """Stops before writing when the disk cannot hold the save (see :func:`save_size`)."""
+        needed = save_size(self.model, self.run_dir)
+        needed += SPACE_MARGIN_BYTES + int(SPACE_MARGIN_FRACTION * needed)
+        free = free_bytes(self.run_dir)
+        if free < needed:
+            raise RunSaveError(
+                f"not enough free space in {self.run_dir} to save epoch {number}: "
+                f"{_megabytes(free)} free, about {_megabytes(needed)} needed; "
+                f"{self._kept()}. Free some space and run the same command to resume."
+            )
+
+    def _kept(self) -> str:
+        if self.committed_epoch:
+            return f"the save of epoch {self.committed_epoch} is kept"
+        return "no epoch had been saved"
+
+    def _guarded(self, number: int, write: Callable[[], None]) -> None:
+        """Runs a write; an ``OSError`` (a full disk) becomes one :class:`RunSaveError` line."""
+        try:
+            write()
+        except RunSaveError:
+            raise
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            raise RunSaveError(
+                f"could not save epoch {number} in {self.run_dir} ({reason}); {self._kept()}. "
+                "Free some space and run the same command to resume."
+            ) from None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def save_models(model: keras.Model, run_dir: str | os.PathLike, *, best: bool) -> None:
+    """Writes ``last.keras`` and, when ``best``, ``best.keras`` (atomically)."""
+    run_dir = Path(run_dir)
+    atomic_save_model(model, run_dir / "last.keras")
+    if best:
+        atomic_save_model(model, run_dir / "best.keras")
+
+
+def save_size(model: keras.Model, run_dir: str | os.PathLike) -> int:
+    """Bytes an epoch's save writes: the previous save's files, or an estimate before the first.
+
+    Each file is written in full beside the one it replaces, so this much must be free. The
+    estimate, before any file exists, is the model's and optimizer's variables (the state's
+    weights) plus the model's twice (``last.keras`` and ``best.keras``).
+    """
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    files = [run_dir / "last.keras", run_dir / "best.keras", run_dir / LOG_FILE]
+    if state is not None:
+        files.append(run_dir / "state" / state["weights"])
+    sizes = [path.stat().st_size for path in files if path.is_file()]
+    if state is not None and len(sizes) == len(files):
+        return sum(sizes)
+    model_bytes = _variable_bytes(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    optimizer_bytes = _variable_bytes(optimizer.variables) if optimizer is not None else 0
+    return max(sum(sizes), 3 * model_bytes + optimizer_bytes)
+
+
+def _variable_bytes(variables) -> int:
+    total = 0
+    for variable in variables:
+        try:
+            itemsize = np.dtype(keras.backend.standardize_dtype(variable.dtype)).itemsize
+        except TypeError:  # bfloat16 and other types NumPy does not know
+            itemsize = 4
+        total += math.prod(int(d) for d in variable.shape) * itemsize
+    return total
+
+
+class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+    """``ReduceLROnPlateau`` whose counters are saved with the run, so a resume continues them.
+
+    Keras resets the counters when training begins; the state given to :meth:`set_state` (by
+    :class:`RunCheckpoint`, from the run's ``state.json``) is applied after that. The lowered
+    learning rate itself is an optimizer variable, saved with the weights.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._restored: dict[str, Any] | None = None
+
+    def get_state(self) -> dict[str, Any]:
+        best = float(self.best)
+        return {
+            "wait": int(self.wait),
+            "cooldown_counter": int(self.cooldown_counter),
+            "best": best if math.isfinite(best) else None,
         }
-        atomic_write_json(state_dir / STATE_FILE, state)
-        for old in state_dir.glob("epoch-*.weights.h5"):
-            if old != weights:
-                old.unlink()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._restored = dict(state)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._restored is not None:
+            self.wait = self._restored["wait"]
+            self.cooldown_counter = self._restored["cooldown_counter"]
+            if self._restored["best"] is not None:
+                self.best = self._restored["best"]
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback with epoch summaries at step N for epoch N (from 1).
+
+    So TensorBoard's step axis numbers epochs as ``log.csv`` and the messages do.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch + 1, logs)
 
 
 def restore_state(model: keras.Model, run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     """Loads the weights and optimizer variables saved by :class:`RunCheckpoint`.
+
+    Then writes ``last.keras`` (and ``best.keras`` when the committed epoch was the best) from
+    them again: the interrupted process may have died after committing the state but before
+    writing the models.
 
     Args:
         model: the compiled model, built, of the same configuration as the interrupted run.
@@ -278,17 +503,59 @@ def restore_state(model: keras.Model, run_dir: str | os.PathLike, state: dict[st
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(Path(run_dir) / "state" / state["weights"])
+    save_models(model, run_dir, best=state.get("best_epoch") == state["epoch"])
+
+
+def append_log_row(path: str | os.PathLike, epoch: int, logs: dict[str, Any]) -> None:
+    """Adds an epoch's row to a CSV log (rewritten atomically, newline line endings).
+
+    The columns are ``epoch`` then the logged names, sorted; a name not yet in the header adds a
+    column (blank in earlier rows). Non-numeric values are left out.
+    """
+    path = Path(path)
+    header, rows = _read_log(path)
+    values = {"epoch": str(epoch)}
+    for name, value in logs.items():
+        if isinstance(value, (int, float)) or hasattr(value, "item"):
+            try:
+                values[name] = repr(float(value))
+            except (TypeError, ValueError):
+                continue
+    new = sorted(name for name in values if name not in header and name != "epoch")
+    header = (header or ["epoch"]) + new
+    rows.append(values)
+    _write_log(path, header, rows)
+
+
+def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [row for row in reader if (row.get("epoch") or "").strip().isdigit()]
+        return list(reader.fieldnames or []), rows
+
+
+def _write_log(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=header, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def truncate_csv_log(path: str | os.PathLike, epochs_done: int) -> None:
-    """Drops CSV log rows of epochs after ``epochs_done`` (written before a crash)."""
+    """Keeps the CSV log rows of epochs 1 .. ``epochs_done`` (later ones were not committed).
+
+    Rewrites the file with LF line endings. A log written before epochs were counted from 1
+    (its first row is epoch 0) is renumbered.
+    """
     path = Path(path)
-    if not path.exists():
+    header, rows = _read_log(path)
+    if not header:
         return
-    lines = path.read_text().splitlines(keepends=True)
-    if not lines:
-        return
-    header, rows = lines[0], lines[1:]
-    kept = [row for row in rows if row.split(",", 1)[0].strip().isdigit()]
-    kept = [row for row in kept if int(row.split(",", 1)[0]) < epochs_done]
-    atomic_write_text(path, header + "".join(kept))
+    if rows and int(rows[0]["epoch"]) == 0:
+        for row in rows:
+            row["epoch"] = str(int(row["epoch"]) + 1)
+    kept = [row for row in rows if int(row["epoch"]) <= epochs_done]
+    _write_log(path, header, kept)

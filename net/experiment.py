@@ -21,6 +21,7 @@ import tensorflow as tf
 import yaml
 
 from net import analysis, data, inference, losses, model, pipeline, training
+from net import callbacks as run_callbacks
 from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
 from net.config import Config, ConfigError, DataConfig, ModelConfig
@@ -227,8 +228,14 @@ def compile_for_training(
     )
 
 
-def training_batches(records: data.Records, config: DataConfig, *, seed: int | None):
-    """The configured training pipeline: endless augmented P x K batches of ``records``."""
+def training_batches(
+    records: data.Records, config: DataConfig, *, seed: int | None, start_batch: int = 0
+):
+    """The configured training pipeline: endless augmented P x K batches of ``records``.
+
+    ``start_batch`` starts the stream there (a resumed run's position; see
+    :func:`net.pipeline.train_dataset`).
+    """
     return pipeline.train_dataset(
         records,
         classes_per_batch=config.classes_per_batch,
@@ -239,13 +246,15 @@ def training_batches(records: data.Records, config: DataConfig, *, seed: int | N
         seed=seed,
         cache=config.cache,
         class_sampling=config.class_sampling,
+        start_batch=start_batch,
     )
 
 
 def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "auto") -> dict:
     """Trains the configured model in ``run_dir`` (resuming it if interrupted) and tests it.
 
-    Writes ``config.yaml`` (the resolved configuration), ``last.keras``, ``best.keras``,
+    Writes ``config.yaml`` (the resolved configuration), ``status.json`` (in progress, then
+    complete or failed: :func:`net.callbacks.run_status`), ``last.keras``, ``best.keras``,
     ``log.csv``, TensorBoard logs and ``metrics.json`` (test-set retrieval metrics of the best
     model, with the run's summary).
 
@@ -297,15 +306,30 @@ def naming_undecodable_images(paths: Callable[[], Sequence[str]], config: DataCo
 
 def _train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str) -> dict:
     """:func:`train`, without the naming of undecodable images."""
-    tc = config.training
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
-    strategy = distribution_strategy(tc.distribution)
+    strategy = distribution_strategy(config.training.distribution)
     run_dir = worker_run_dir(strategy, Path(run_dir))
     # The data first: a data set that cannot form the configured batches leaves no run behind.
     splits = load_splits(config.data)
     check_batches_fit(splits, config.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, run_dir)
+    run_callbacks.mark_run(run_dir, run_callbacks.RUN_IN_PROGRESS)
+    try:
+        summary = _train_in(config, run_dir, strategy, verbose)
+    except Exception as error:  # marked, then raised on (an interrupt stays "in progress")
+        with contextlib.suppress(OSError):  # a full disk may refuse even this
+            run_callbacks.mark_run(run_dir, run_callbacks.RUN_FAILED, str(error))
+        raise
+    run_callbacks.mark_run(run_dir, run_callbacks.RUN_COMPLETE)
+    return summary
+
+
+def _train_in(
+    config: Config, run_dir: Path, strategy: tf.distribute.Strategy, verbose: int | str
+) -> dict:
+    """:func:`train` in a run directory whose configuration was checked."""
+    tc = config.training
     if tc.seed is not None:
         keras.utils.set_random_seed(tc.seed)
     if tc.deterministic:
@@ -343,8 +367,11 @@ def _train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str) ->
         )
 
     def train_dataset(initial_epoch: int) -> tf.data.Dataset:
-        seed = None if tc.seed is None else tc.seed + 1000 * initial_epoch
-        dataset = training_batches(splits.train, dc, seed=seed)
+        # One stream of batches per seed: a resumed run takes it up where the interrupted one
+        # stopped (every step consumes `replicas` P x K batches), so with a seed and
+        # training.deterministic it trains on exactly what an uninterrupted run would.
+        start = initial_epoch * steps * replicas if tc.seed is not None else 0
+        dataset = training_batches(splits.train, dc, seed=tc.seed, start_batch=start)
         if replicas > 1:
             # Each replica takes one whole, contiguous P x K batch of the global batch.
             dataset = dataset.rebatch(replicas * dc.classes_per_batch * dc.images_per_class)

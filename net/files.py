@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,40 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+#: Names :func:`atomic_path` gives its temporary files: ``.<name>.<pid>.tmp[<suffix>]``.
+_TEMPORARY_NAME = re.compile(r"^\..+\.\d+\.tmp(\..+)?$")
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether a file name is one :func:`atomic_path` gives its temporary files."""
+    return bool(_TEMPORARY_NAME.match(Path(path).name))
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files :func:`atomic_path` left in a folder (not in subfolders).
+
+    A process killed while writing leaves its temporary file behind; call this only where no
+    other process is writing (a run directory being resumed by its one writer).
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and is_temporary(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Bytes free to an unprivileged user on the file system holding ``folder``."""
+    return shutil.disk_usage(folder).free
 
 
 def _write_through(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:

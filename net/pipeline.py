@@ -472,6 +472,7 @@ def train_dataset(
     seed: int | None = None,
     cache: bool = False,
     class_sampling: str = "proportional",
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """An infinite stream of class-balanced P x K training batches.
 
@@ -491,6 +492,9 @@ def train_dataset(
             (N * S * S * 3 bytes: 2.4 GB for 16k images at 224 px); for small data sets.
         class_sampling: ``"proportional"`` (classes drawn in proportion to their size) or
             ``"uniform"`` (every class equally likely; see the module docstring).
+        start_batch: start the stream at this batch of ``seed``'s stream (where a resumed run
+            was): the sampler replays the earlier batches' indices, loading no images, so
+            batch ``n`` (images, labels and augmentation) is the same whatever the start.
 
     Returns:
         Dataset of ``(images, labels)``: (P*K, S, S, 3) float32 RGB in [0, 255] and (P*K,)
@@ -528,6 +532,7 @@ def train_dataset(
     batch_size = classes_per_batch * images_per_class
     return (
         _batch_indices(records, classes_per_batch, images_per_class, seed, class_sampling)
+        .skip(int(start_batch))
         .unbatch()
         .map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from net import callbacks as run_callbacks
 from net import finetuning
 from net.files import atomic_write_json as write_json  # noqa: F401 (public name)
+from net.files import remove_temporary_files
 
 
 class TrainingDivergedError(RuntimeError):
@@ -166,9 +167,10 @@ def fit(
 
     Args:
         model: the compiled model.
-        train_dataset: function of the starting epoch returning an endless dataset of
-            ``(images, labels)`` P x K batches (seeded from the epoch, so a resumed run draws
-            fresh batches rather than replaying the first epochs').
+        train_dataset: function of the starting epoch (the number of epochs already done)
+            returning an endless dataset of ``(images, labels)`` P x K batches that starts where
+            an uninterrupted run would be at that epoch, so a resumed run trains on the batches
+            it would have seen.
         run_dir: the run directory (created if needed).
         epochs: total epochs, counting those already done by an interrupted run.
         steps_per_epoch: batches per epoch.
@@ -199,24 +201,24 @@ def fit(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = run_callbacks.read_state(run_dir)
+    clean_run_dir(run_dir, state)
     initial_epoch = 0
     if state is not None:
-        run_callbacks.restore_state(model, run_dir, state)
+        try:
+            run_callbacks.restore_state(model, run_dir, state)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise run_callbacks.RunSaveError(
+                f"could not rewrite the models of {run_dir} from its state ({reason})"
+            ) from None
         initial_epoch = int(state["epoch"])
         print(f"Resuming {run_dir} after epoch {initial_epoch} of {epochs}.")
     if initial_epoch >= epochs:
         print(f"{run_dir} has already completed {initial_epoch} epochs; nothing to train.")
         return _result(run_dir, state, initial_epoch, initial_epoch, False, {})
-    csv_path = run_dir / "log.csv"
-    run_callbacks.truncate_csv_log(csv_path, initial_epoch)
+    run_callbacks.truncate_csv_log(run_dir / run_callbacks.LOG_FILE, initial_epoch)
     monitored = f"val_{monitor}" if validate else None
     nan_guard = run_callbacks.NaNGuard()
-    checkpoint = run_callbacks.RunCheckpoint(
-        run_dir,
-        monitor=monitored,
-        patience=early_stopping_patience if validate else 0,
-        state=state,
-    )
     callback_list: list[keras.callbacks.Callback] = [nan_guard]
     if freeze_backbone_epochs or backbone_learning_rate_multiplier == 0:
         callback_list.append(
@@ -232,20 +234,26 @@ def fit(
             )
         )
     callback_list.append(run_callbacks.LearningRateLogger())
+    components = {}
     if plateau and validate is not None:
-        callback_list.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitored,
-                mode="max",
-                factor=plateau["factor"],
-                patience=plateau["patience"],
-                verbose=1,
-            )
+        components["plateau"] = run_callbacks.ResumablePlateau(
+            monitor=monitored,
+            mode="max",
+            factor=plateau["factor"],
+            patience=plateau["patience"],
+            verbose=1,
         )
+        callback_list.append(components["plateau"])
+    checkpoint = run_callbacks.RunCheckpoint(
+        run_dir,
+        monitor=monitored,
+        patience=early_stopping_patience if validate else 0,
+        state=state,
+        components=components,
+    )
     callback_list += [
-        checkpoint,
-        keras.callbacks.CSVLogger(str(csv_path), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+        checkpoint,  # writes log.csv's row with the state it commits
+        run_callbacks.EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else "line"
@@ -285,6 +293,24 @@ def fit(
         checkpoint.stopped_early,
         {key: [float(v) for v in values] for key, values in history.history.items()},
     )
+
+
+def clean_run_dir(run_dir: Path, state: dict[str, Any] | None) -> list[Path]:
+    """Removes what an interrupted process left in its run directory and its ``state/``.
+
+    Temporary files of interrupted writes (:func:`net.files.remove_temporary_files`) and epoch
+    weights that no committed state names. Other workers' folders are left alone.
+
+    Returns:
+        The files removed.
+    """
+    removed = remove_temporary_files(run_dir) + remove_temporary_files(run_dir / "state")
+    kept = state["weights"] if state else None
+    for path in sorted((run_dir / "state").glob("epoch-*.weights.h5")):
+        if path.name != kept:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _fit_multi_worker(

@@ -414,7 +414,10 @@ def plot_training_curves(
     csv_path = Path(csv_path)
     log = _read_csv_log(csv_path)
     steps = len(next(iter(log.values())))
-    x = log["epoch"] + 1 if "epoch" in log else np.arange(1, steps + 1, dtype=np.float64)
+    x = np.arange(1, steps + 1, dtype=np.float64)
+    if "epoch" in log:
+        # Epochs count from 1 (net.callbacks); logs of runs before that counted from 0.
+        x = log["epoch"] + 1 if log["epoch"][0] == 0 else log["epoch"]
     panels = training_curve_panels(list(log), selection_metric)
     if not panels:
         raise ValueError(

@@ -89,7 +89,7 @@ def test_killed_run_resumes_at_the_next_epoch(workspace):
     assert "\x1b[" not in output and "\r" not in output
     assert "absl::InitializeLog" not in output and "cudart_stub" not in output
     rows = (run_dir / "log.csv").read_text().splitlines()[1:]
-    assert [int(row.split(",")[0]) for row in rows] == list(range(EPOCHS))
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, EPOCHS + 1))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_done"] == EPOCHS
     assert metrics["resumed_from_epoch"] == killed_after

@@ -69,7 +69,7 @@ def test_run_writes_its_artifacts_and_continues_where_it_stopped(
     assert "\r" not in output and "\x1b" not in output
     assert second["resumed_from_epoch"] == 1
     assert second["epochs_done"] == 2
-    assert csv_epochs(run_dir) == [0, 1]
+    assert csv_epochs(run_dir) == [1, 2]
     log = (run_dir / "log.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "val_recall@1", "val_map@r", "learning_rate"} <= set(log)
     speed = {"train_images_per_second", "embedding_images_per_second", "epoch_seconds"}
@@ -96,7 +96,7 @@ def test_run_writes_its_artifacts_and_continues_where_it_stopped(
     # Nothing left to do: a third call trains nothing.
     third = experiment.train(tiny_config(demo_dataset_root, epochs=2), run_dir, verbose=0)
     assert third["epochs_done"] == 2
-    assert csv_epochs(run_dir) == [0, 1]
+    assert csv_epochs(run_dir) == [1, 2]
 
 
 def test_resuming_with_another_configuration_is_refused(demo_dataset_root, tmp_path):
@@ -145,7 +145,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
     kept = keras.saving.load_model(tmp_path / "last.keras")
     assert all(np.isfinite(w).all() for w in kept.get_weights())
     # The log keeps the diverged epoch, so the failure can be seen in it.
-    assert csv_epochs(tmp_path) == [0, 1]
+    assert csv_epochs(tmp_path) == [1, 2]
     assert "nan" in (tmp_path / "log.csv").read_text().splitlines()[-1]
 
 
@@ -171,9 +171,13 @@ def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeyp
 
 def test_truncate_csv_log_drops_rows_after_the_saved_epoch(tmp_path):
     path = tmp_path / "log.csv"
+    path.write_bytes(b"epoch,loss\r\n1,1.0\r\n2,0.9\n3,0.8\n")
+    callbacks.truncate_csv_log(path, 2)
+    assert path.read_bytes() == b"epoch,loss\n1,1.0\n2,0.9\n"
+    # A log of a run from before epochs counted from 1 (first row 0) is renumbered.
     path.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
     callbacks.truncate_csv_log(path, 2)
-    assert path.read_text() == "epoch,loss\n0,1.0\n1,0.9\n"
+    assert path.read_text() == "epoch,loss\n1,1.0\n2,0.9\n"
 
 
 def test_same_seed_same_metrics_on_cpu(demo_dataset_root, tmp_path):
