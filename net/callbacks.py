@@ -3,7 +3,8 @@
 A run directory holds ``last.keras`` and ``best.keras`` (whole models, loadable in safe mode),
 ``state/`` (weights with the optimizer's variables and ``state.json``: the epoch reached, the best
 validation score, the early-stopping and plateau counters), ``log.csv`` (one row per epoch),
-``status.json`` (complete, in progress or failed; :func:`run_status`) and the TensorBoard logs.
+``status.json`` (complete, in progress or failed; :func:`net.runs.run_status`) and the
+TensorBoard logs.
 
 Every file is written to a temporary name in the same folder and moved into place
 (:mod:`net.files`), so a crash at any moment leaves the previous complete file, never a
@@ -22,7 +23,6 @@ trained, and the state after it says N epochs are done.
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import json
 import math
@@ -45,13 +45,7 @@ from net.files import (
 )
 
 STATE_FILE = "state.json"
-STATUS_FILE = "status.json"
 LOG_FILE = "log.csv"
-
-#: A run's status (:func:`run_status`).
-RUN_COMPLETE = "complete"
-RUN_IN_PROGRESS = "in progress"
-RUN_FAILED = "failed"
 
 #: Free space asked for beyond the size of the previous save: 1 MiB plus 10 %.
 SPACE_MARGIN_BYTES = 1 << 20
@@ -73,53 +67,6 @@ def read_state(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
-
-
-def mark_run(run_dir: str | os.PathLike, status: str, message: str | None = None) -> None:
-    """Records a run's status in its ``status.json``.
-
-    Args:
-        run_dir: the run directory.
-        status: :data:`RUN_IN_PROGRESS` (written when training starts or resumes),
-            :data:`RUN_COMPLETE` (``metrics.json`` written) or :data:`RUN_FAILED`.
-        message: why it failed (one line).
-    """
-    if status not in (RUN_COMPLETE, RUN_IN_PROGRESS, RUN_FAILED):
-        raise ValueError(f"unknown run status {status!r}")
-    record = {
-        "status": status,
-        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    if message:
-        record["message"] = message.splitlines()[0] if message.strip() else message
-    atomic_write_json(Path(run_dir) / STATUS_FILE, record)
-
-
-def run_status(run_dir: str | os.PathLike) -> str | None:
-    """Whether a run directory's run is complete, in progress or failed.
-
-    ``in progress`` also covers a run whose process was killed (resume it with the same command).
-    Directories written before ``status.json`` existed are judged by their files: ``metrics.json``
-    means complete, a resume state in progress, only ``config.yaml`` failed.
-
-    Returns:
-        :data:`RUN_COMPLETE`, :data:`RUN_IN_PROGRESS`, :data:`RUN_FAILED`, or ``None`` when
-        ``run_dir`` is not a run directory (no ``config.yaml``).
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        return None
-    try:
-        status = json.loads((run_dir / STATUS_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if status in (RUN_COMPLETE, RUN_IN_PROGRESS, RUN_FAILED):
-        return status
-    if (run_dir / "metrics.json").is_file():
-        return RUN_COMPLETE
-    if read_state(run_dir) is not None:
-        return RUN_IN_PROGRESS
-    return RUN_FAILED
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -492,8 +439,8 @@ def restore_state(model: keras.Model, run_dir: str | os.PathLike, state: dict[st
     """Loads the weights and optimizer variables saved by :class:`RunCheckpoint`.
 
     Then writes ``last.keras`` (and ``best.keras`` when the committed epoch was the best) from
-    them again: the interrupted process may have died after committing the state but before
-    writing the models.
+    them again if it is older than the state: the interrupted process died (or its disk
+    filled) after committing the state but before writing the models.
 
     Args:
         model: the compiled model, built, of the same configuration as the interrupted run.
@@ -502,8 +449,18 @@ def restore_state(model: keras.Model, run_dir: str | os.PathLike, state: dict[st
     """
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(Path(run_dir) / "state" / state["weights"])
-    save_models(model, run_dir, best=state.get("best_epoch") == state["epoch"])
+    run_dir = Path(run_dir)
+    model.load_weights(run_dir / "state" / state["weights"])
+    committed = (run_dir / "state" / STATE_FILE).stat().st_mtime_ns
+
+    def behind(name: str) -> bool:
+        path = run_dir / name
+        return not path.is_file() or path.stat().st_mtime_ns < committed
+
+    if behind("last.keras"):
+        atomic_save_model(model, run_dir / "last.keras")
+    if state.get("best_epoch") == state["epoch"] and behind("best.keras"):
+        atomic_save_model(model, run_dir / "best.keras")
 
 
 def append_log_row(path: str | os.PathLike, epoch: int, logs: dict[str, Any]) -> None:

@@ -20,8 +20,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from net import analysis, data, inference, losses, model, pipeline, training
-from net import callbacks as run_callbacks
+from net import analysis, data, inference, losses, model, pipeline, runs, training
 from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
 from net.config import Config, ConfigError, DataConfig, ModelConfig
@@ -254,7 +253,7 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     """Trains the configured model in ``run_dir`` (resuming it if interrupted) and tests it.
 
     Writes ``config.yaml`` (the resolved configuration), ``status.json`` (in progress, then
-    complete or failed: :func:`net.callbacks.run_status`), ``last.keras``, ``best.keras``,
+    complete or failed: :func:`net.runs.run_status`), ``last.keras``, ``best.keras``,
     ``log.csv``, TensorBoard logs and ``metrics.json`` (test-set retrieval metrics of the best
     model, with the run's summary).
 
@@ -314,19 +313,23 @@ def _train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str) ->
     check_batches_fit(splits, config.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, run_dir)
-    run_callbacks.mark_run(run_dir, run_callbacks.RUN_IN_PROGRESS)
+    runs.mark_run(run_dir, runs.RUN_IN_PROGRESS)
     try:
-        summary = _train_in(config, run_dir, strategy, verbose)
+        summary = _train_in(config, run_dir, strategy, splits, verbose)
     except Exception as error:  # marked, then raised on (an interrupt stays "in progress")
         with contextlib.suppress(OSError):  # a full disk may refuse even this
-            run_callbacks.mark_run(run_dir, run_callbacks.RUN_FAILED, str(error))
+            runs.mark_run(run_dir, runs.RUN_FAILED, str(error))
         raise
-    run_callbacks.mark_run(run_dir, run_callbacks.RUN_COMPLETE)
+    runs.mark_run(run_dir, runs.RUN_COMPLETE)
     return summary
 
 
 def _train_in(
-    config: Config, run_dir: Path, strategy: tf.distribute.Strategy, verbose: int | str
+    config: Config,
+    run_dir: Path,
+    strategy: tf.distribute.Strategy,
+    splits: data.Split,
+    verbose: int | str,
 ) -> dict:
     """:func:`train` in a run directory whose configuration was checked."""
     tc = config.training

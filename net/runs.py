@@ -7,12 +7,18 @@ a run directory) or, without it, the newest run under ``output.root`` that holds
 ``best.keras`` (:func:`choose_model`). A model that lies in a run directory is evaluated with
 that run's data settings (:func:`with_run_data`), so it sees images as it saw them in training.
 
+A run directory's ``status.json`` says whether its run is complete, in progress (or killed:
+resume it with the same command) or failed (:func:`run_status`); ``ml.train`` writes it
+(:func:`mark_run`).
+
 No TensorFlow is imported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ from typing import Any
 import yaml
 
 from net.config import Config, ConfigError, config_from_dict
+from net.files import atomic_write_json
 
 #: The model a run directory stands for.
 BEST_MODEL = "best.keras"
@@ -28,6 +35,11 @@ RUN_CONFIG = "config.yaml"
 #: The data settings that decide what a model sees: the images (root, layout), the split of the
 #: classes (so the test classes are the run's), and the input (image size, crop).
 RUN_DATA_KEYS = ("root", "layout", "num_train_classes", "num_val_classes", "image_size", "crop")
+#: The file recording a run's status, and the statuses (:func:`run_status`).
+STATUS_FILE = "status.json"
+RUN_COMPLETE = "complete"
+RUN_IN_PROGRESS = "in progress"
+RUN_FAILED = "failed"
 #: The settings a different value of which silently changes every number (reported if they
 #: disagree with the configuration given).
 INPUT_KEYS = ("image_size", "crop")
@@ -221,3 +233,50 @@ def set_keys(overrides: list[str] | tuple[str, ...] | None, section: str = "data
         if key.startswith(f"{section}."):
             keys.append(key[len(section) + 1 :].split(".")[0])
     return tuple(keys)
+
+
+def mark_run(run_dir: str | os.PathLike, status: str, message: str | None = None) -> None:
+    """Records a run's status in its ``status.json``.
+
+    Args:
+        run_dir: the run directory.
+        status: :data:`RUN_IN_PROGRESS` (written when training starts or resumes),
+            :data:`RUN_COMPLETE` (``metrics.json`` written) or :data:`RUN_FAILED`.
+        message: why it failed (one line).
+    """
+    if status not in (RUN_COMPLETE, RUN_IN_PROGRESS, RUN_FAILED):
+        raise ValueError(f"unknown run status {status!r}")
+    record = {
+        "status": status,
+        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if message:
+        record["message"] = message.splitlines()[0] if message.strip() else message
+    atomic_write_json(Path(run_dir) / STATUS_FILE, record)
+
+
+def run_status(run_dir: str | os.PathLike) -> str | None:
+    """Whether a run directory's run is complete, in progress or failed.
+
+    ``in progress`` also covers a run whose process was killed (resume it with the same command).
+    Directories written before ``status.json`` existed are judged by their files: ``metrics.json``
+    means complete, a resume state in progress, only ``config.yaml`` failed.
+
+    Returns:
+        :data:`RUN_COMPLETE`, :data:`RUN_IN_PROGRESS`, :data:`RUN_FAILED`, or ``None`` when
+        ``run_dir`` is not a run directory (no ``config.yaml``).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    try:
+        status = json.loads((run_dir / STATUS_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status in (RUN_COMPLETE, RUN_IN_PROGRESS, RUN_FAILED):
+        return status
+    if (run_dir / "metrics.json").is_file():
+        return RUN_COMPLETE
+    if (run_dir / "state" / "state.json").is_file():
+        return RUN_IN_PROGRESS
+    return RUN_FAILED

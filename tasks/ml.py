@@ -31,6 +31,8 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
         fail(f"Configuration error: {error}", code=2)
     except (DataError, TrainingDivergedError, experiment.RunDirectoryError) as error:
         fail(f"Training stopped: {error}")
+    except OSError as error:  # a full disk (net.callbacks.RunSaveError) or another file error
+        fail(f"Training stopped: {error}")
     from net.analysis import format_metrics_table
 
     print(format_metrics_table(summary["test"]))

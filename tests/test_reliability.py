@@ -139,7 +139,7 @@ def test_a_run_killed_before_its_commit_resumes_to_the_uninterrupted_result(
 
     import yaml
 
-    from net import callbacks
+    from net import callbacks, runs
 
     config = reliability_config(demo_dataset_root)
     uninterrupted = experiment.train(config, tmp_path / "whole", verbose=0)
@@ -160,7 +160,7 @@ def test_a_run_killed_before_its_commit_resumes_to_the_uninterrupted_result(
     # row the state does not (dropped on resume), last.keras is not ahead of the state.
     assert callbacks.read_state(run_dir)["epoch"] == 1
     assert [row["epoch"] for row in _log_rows(run_dir)] == ["1", "2"]
-    assert callbacks.run_status(run_dir) == callbacks.RUN_IN_PROGRESS
+    assert runs.run_status(run_dir) == runs.RUN_IN_PROGRESS
 
     resumed = experiment.train(config, run_dir, verbose=0)
     assert resumed["resumed_from_epoch"] == 1
@@ -172,8 +172,193 @@ def test_a_run_killed_before_its_commit_resumes_to_the_uninterrupted_result(
     assert _log_rows(run_dir) == _log_rows(tmp_path / "whole")
     assert [row["epoch"] for row in _log_rows(run_dir)] == ["1", "2", "3"]
     assert b"\r" not in (run_dir / "log.csv").read_bytes()
-    assert callbacks.run_status(run_dir) == callbacks.RUN_COMPLETE
+    assert runs.run_status(run_dir) == runs.RUN_COMPLETE
     # One numbering: best_epoch is a log.csv epoch, the one with the highest val_map@r.
     rows = _log_rows(run_dir)
     best = max(rows, key=lambda row: float(row["val_map@r"]))
     assert int(best["epoch"]) == resumed["best_epoch"]
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk, leftovers of a killed process, run status
+# --------------------------------------------------------------------------------------------
+
+
+def _fit(root, run_dir, epochs):
+    """training.fit of a fresh small model (as a new process would build it), 2 steps an epoch."""
+    import keras
+
+    from net import losses, pipeline, training
+
+    keras.utils.set_random_seed(1)
+    config = reliability_config(root)
+    splits = experiment.load_splits(config.data)
+    model = experiment.build_model(config.model, image_size=32, num_classes=0)
+    training.compile_model(
+        model,
+        metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
+        auxiliary_loss=None,
+        auxiliary_weight=0.0,
+        learning_rate=1e-3,
+    )
+
+    def batches(initial_epoch):
+        return pipeline.train_dataset(
+            splits.train,
+            classes_per_batch=2,
+            images_per_class=2,
+            image_size=32,
+            seed=0,
+            start_batch=2 * initial_epoch,
+        )
+
+    return training.fit(
+        model, batches, run_dir=run_dir, epochs=epochs, steps_per_epoch=2, verbose=0
+    )
+
+
+def _weights(path):
+    import keras
+
+    return keras.saving.load_model(path).get_weights()
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_full_disk_stops_in_one_line_and_keeps_the_last_complete_save(
+    demo_dataset_root, tmp_path, monkeypatch
+):
+    import errno
+
+    import pytest
+
+    from net import callbacks, files
+
+    run_dir = tmp_path / "run"
+    _fit(demo_dataset_root, run_dir, epochs=1)
+    after_one = _weights(run_dir / "last.keras")
+    log_after_one = (run_dir / "log.csv").read_bytes()
+
+    # 1. The free-space check: too little room for another save stops before writing anything.
+    monkeypatch.setattr(callbacks, "free_bytes", lambda folder: 2 * 2**20)
+    with pytest.raises(callbacks.RunSaveError) as info:
+        _fit(demo_dataset_root, run_dir, epochs=2)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"not enough free space in {run_dir} to save epoch 2: 2.0 MB free" in message
+    assert "MB needed; the save of epoch 1 is kept" in message
+    assert callbacks.read_state(run_dir)["epoch"] == 1
+    assert _same(_weights(run_dir / "last.keras"), after_one)
+    assert (run_dir / "log.csv").read_bytes() == log_after_one
+    monkeypatch.undo()
+
+    # 2. The disk fills while the state's weights are written: one line, the state of epoch 1.
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(callbacks, "atomic_save_weights", no_space)
+    with pytest.raises(callbacks.RunSaveError, match=r"could not save epoch 2 in .*run \(No space"):
+        _fit(demo_dataset_root, run_dir, epochs=2)
+    assert callbacks.read_state(run_dir)["epoch"] == 1
+    assert _same(_weights(run_dir / "last.keras"), after_one)
+    monkeypatch.undo()
+
+    # 3. It fills after the commit, while last.keras is written: last.keras is behind the state
+    # (never ahead); the resume rewrites it from the state.
+    original = files.atomic_save_model
+    monkeypatch.setattr(callbacks, "atomic_save_model", no_space)
+    with pytest.raises(callbacks.RunSaveError, match="the save of epoch 2 is kept"):
+        _fit(demo_dataset_root, run_dir, epochs=2)
+    assert callbacks.read_state(run_dir)["epoch"] == 2
+    assert _same(_weights(run_dir / "last.keras"), after_one)
+    monkeypatch.setattr(callbacks, "atomic_save_model", original)
+    result = _fit(demo_dataset_root, run_dir, epochs=2)  # nothing to train; models rewritten
+    assert result.epochs_done == 2
+    assert not _same(_weights(run_dir / "last.keras"), after_one)
+    assert [int(row["epoch"]) for row in _log_rows(run_dir)] == [1, 2]
+    assert not [p for p in (run_dir.iterdir()) if files.is_temporary(p)]
+
+
+def test_the_training_task_reports_a_full_disk_in_one_line(monkeypatch, capsys, tmp_path):
+    import pytest
+    from invoke import Context
+    from invoke.exceptions import Exit
+
+    from net import callbacks
+    from tasks import ml
+
+    def full(config, run_dir, **kwargs):
+        raise callbacks.RunSaveError(f"not enough free space in {run_dir} to save epoch 3")
+
+    monkeypatch.setattr(experiment, "train", full)
+    config = tmp_path / "config.yaml"
+    config.write_text((REPO / "config.yaml").read_text())
+    with pytest.raises(Exit) as info:
+        ml.train(Context(), config_path=str(config), run_dir=str(tmp_path / "run"))
+    assert info.value.code == 1
+    assert str(info.value.message) == (
+        f"Training stopped: not enough free space in {tmp_path / 'run'} to save epoch 3"
+    )
+
+
+def test_a_resume_removes_the_leftovers_of_the_killed_process(demo_dataset_root, tmp_path):
+    from net import files
+
+    run_dir = tmp_path / "run"
+    _fit(demo_dataset_root, run_dir, epochs=1)
+    leftovers = [
+        run_dir / ".last.keras.4242.tmp.keras",
+        run_dir / ".log.csv.4242.tmp",
+        run_dir / "state" / ".epoch-0002.weights.h5.4242.tmp.weights.h5",
+        run_dir / "state" / "epoch-0002.weights.h5",  # written, never committed
+    ]
+    other_worker = run_dir / ".workers" / "worker-1" / ".last.keras.77.tmp.keras"
+    for path in [*leftovers, other_worker]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    assert _fit(demo_dataset_root, run_dir, epochs=1).epochs_done == 1  # resumes, trains nothing
+    for path in leftovers:
+        assert not path.exists(), path
+    assert other_worker.exists()  # another process's folder is not ours to clean
+    assert sorted(p.name for p in (run_dir / "state").iterdir()) == [
+        "epoch-0001.weights.h5",
+        "state.json",
+    ]
+    assert not [p for p in run_dir.iterdir() if files.is_temporary(p)]
+
+
+def test_run_status_complete_in_progress_failed(demo_dataset_root, tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from net import runs
+    from net.config import ConfigError
+
+    assert runs.run_status(tmp_path) is None  # not a run directory
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text("data: {}\n")
+    assert runs.run_status(legacy) == runs.RUN_FAILED  # only config.yaml: died before epoch 1
+    (legacy / "state").mkdir()
+    (legacy / "state" / "state.json").write_text("{}")
+    assert runs.run_status(legacy) == runs.RUN_IN_PROGRESS
+    (legacy / "metrics.json").write_text("{}")
+    assert runs.run_status(legacy) == runs.RUN_COMPLETE
+
+    # A run that fails (here: when its model is built) is marked failed, with the reason.
+    config = reliability_config(demo_dataset_root)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, feature_layer="no_such_layer")
+    )
+    run_dir = tmp_path / "failed"
+    with pytest.raises(ConfigError):
+        experiment.train(config, run_dir, verbose=0)
+    assert runs.run_status(run_dir) == runs.RUN_FAILED
+    import json
+
+    status = json.loads((run_dir / runs.STATUS_FILE).read_text())
+    assert "no_such_layer" in status["message"] and "\n" not in status["message"]
+    assert runs.newest_model_run(tmp_path) is None  # a failed run is never "the newest run"
