@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from net.files import atomic_write_text
-from net.sweep import format_value, read_record
+from net.grid import format_value
+from net.sweep import read_record
 
 #: The comparison files, in the sweep's folder.
 COMPARISON_NAME = "comparison"

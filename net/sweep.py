@@ -9,16 +9,14 @@ message, ``interrupted``) and wall time.
 Each run is its own process, the same ``invoke ml.train ... --set KEY=VALUE --run-dir DIR``
 command line that :func:`run_commands` prints for job runners (Slurm arrays, ``xargs -P``), so
 a sweep started again with the same arguments skips the finished runs, and an interrupted run
-resumes through the run directory's own resume machinery. :mod:`net.comparison` turns a sweep
-into one table. This module imports no TensorFlow.
+resumes through the run directory's own resume machinery. :mod:`net.grid` makes the
+combinations; :mod:`net.comparison` turns a sweep into one table. This module imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import math
 import os
 import re
 import shlex
@@ -31,10 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
-from net.config import ConfigError, apply_override, load_config, parse_value
+from net.config import ConfigError, load_config
 from net.files import atomic_write_json
+from net.grid import SweepError, SweepRun, grid_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The record of a sweep, in its folder.
@@ -42,29 +39,6 @@ RECORD_NAME = "sweep.json"
 
 #: Exit codes of a process stopped by SIGINT or SIGTERM through a shell or invoke (128 + n).
 _INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
-
-
-class SweepError(ValueError):
-    """A sweep that cannot start: a bad grid, a grid file, or another sweep's folder."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepRun:
-    """One combination of a grid.
-
-    Attributes:
-        name: the run directory's name, made of its settings.
-        settings: ``{dotted key: value}`` in the grid's order.
-    """
-
-    name: str
-    settings: dict[str, Any]
-
-    @property
-    def overrides(self) -> list[str]:
-        """The settings as ``KEY=VALUE`` overrides (``--set`` options)."""
-        return [f"{key}={format_value(value)}" for key, value in self.settings.items()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,144 +54,6 @@ class SweepBase:
     config_path: str
     profile: str | None = None
     overrides: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------------------------
-# The grid
-# --------------------------------------------------------------------------------------------
-
-
-def format_value(value: Any) -> str:
-    """A value as one line of YAML (what ``--set KEY=VALUE`` reads back to the same value)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip()
-    return text.removesuffix("\n...").removesuffix("...").strip()
-
-
-def split_values(text: str) -> list[str]:
-    """Splits ``v1,v2,...`` at the commas outside brackets and braces (``[1, 2],[4]``)."""
-    parts, depth, current = [], 0, []
-    for char in text:
-        if char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [part.strip() for part in parts]
-
-
-def parse_grid_option(text: str) -> tuple[str, list[Any]]:
-    """One ``--grid`` option: ``KEY=V1,V2,...`` with YAML values.
-
-    Raises:
-        SweepError: no ``=``, an empty value, or a value that is not YAML; naming the key.
-    """
-    key, equals, values = text.partition("=")
-    key = key.strip()
-    if not equals or not key:
-        raise SweepError(f"--grid {text}: expected KEY=V1,V2,..., e.g. model.descriptors=S,G")
-    items = split_values(values)
-    if any(not item for item in items):
-        raise SweepError(f"--grid {text}: an empty value for {key}")
-    try:
-        return key, [parse_value(item, key) for item in items]
-    except ConfigError as error:
-        raise SweepError(str(error).replace("--set", "--grid", 1)) from error
-
-
-def read_grid_file(path: str | os.PathLike) -> dict[str, list[Any]]:
-    """A grid from a YAML file: ``{dotted key: [values]}`` (a single value is one choice).
-
-    Raises:
-        SweepError: the file is missing, not YAML, or not such a mapping.
-    """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SweepError(f"{path}: cannot read the grid file ({error.strerror})") from error
-    except yaml.YAMLError as error:
-        raise SweepError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
-    if not isinstance(raw, dict) or not raw:
-        raise SweepError(f"{path}: expected a mapping of dotted keys to lists of values")
-    grid = {}
-    for key, values in raw.items():
-        values = values if isinstance(values, list) else [values]
-        if not values:
-            raise SweepError(f"{path}: {key}: an empty list of values")
-        # As on the command line: 1e-3 is a number.
-        grid[str(key)] = [parse_value(v, key) if isinstance(v, str) else v for v in values]
-    return grid
-
-
-def build_grid(
-    options: Sequence[str] = (), grid_file: str | os.PathLike | None = None
-) -> dict[str, list[Any]]:
-    """The grid of ``--grid`` options and a grid file, in order; each key checked to exist.
-
-    Raises:
-        SweepError: no grid, a key given twice, a malformed option, or a key that the
-            configuration does not have (naming it).
-    """
-    pairs = list(read_grid_file(grid_file).items()) if grid_file else []
-    pairs += [parse_grid_option(option) for option in options]
-    if not pairs:
-        raise SweepError("no grid: give --grid KEY=V1,V2 (repeatable) or --grid-file FILE")
-    grid: dict[str, list[Any]] = {}
-    for key, values in pairs:
-        if key in grid:
-            raise SweepError(f"--grid: {key} is given twice")
-        try:
-            apply_override({}, key, values[0], source=f"--grid {key}")
-        except ConfigError as error:
-            raise SweepError(str(error)) from error
-        grid[key] = values
-    return grid
-
-
-def _short_keys(keys: Sequence[str]) -> dict[str, str]:
-    """Each key's last part, unless two keys share it (then the whole dotted key)."""
-    last = [key.rsplit(".", 1)[-1] for key in keys]
-    return {
-        key: short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)
-    }
-
-
-def safe_name(text: str) -> str:
-    """A text fit for a folder name (characters other than letters, digits, ``._=+-`` as ``-``)."""
-    return _NAME_UNSAFE.sub("-", text).strip("-") or "-"
-
-
-def grid_runs(grid: Mapping[str, Sequence[Any]]) -> list[SweepRun]:
-    """Every combination of the grid (the last key varying fastest), each with its name.
-
-    A name joins ``key=value`` with ``+`` (``descriptors=SG+auxiliary_weight=0``): the key's last
-    part, characters other than letters, digits, ``._=-`` replaced by ``-``; numbered when two
-    combinations would share a name.
-    """
-    short = _short_keys(list(grid))
-    runs, seen = [], set()
-    for values in itertools.product(*grid.values()):
-        settings = dict(zip(grid, values, strict=True))
-        name = "+".join(
-            f"{safe_name(short[key])}={safe_name(format_value(value))}"
-            for key, value in settings.items()
-        )
-        unique, number = name, 2
-        while unique in seen:
-            unique, number = f"{name}+{number}", number + 1
-        seen.add(unique)
-        runs.append(SweepRun(unique, settings))
-    return runs
-
-
-def default_name(grid: Mapping[str, Sequence[Any]]) -> str:
-    """The sweep's default name: its keys (``descriptors+auxiliary_weight``)."""
-    return "+".join(safe_name(key) for key in _short_keys(list(grid)).values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,15 +268,32 @@ def run_sweep(
         raise SweepError(f"--parallel must be at least 1, got {parallel}")
     devices = _devices(parallel, os.environ)
     sweep_dir = Path(sweep_dir)
-    runs = grid_runs(grid)
     record = open_sweep(base, grid, sweep_dir)
-    command = command or (lambda b, r, d: train_command(b, r, d, _invoke_program()))
+    queue = _runs_to_train(base, grid, sweep_dir, record, retry_failed, out)
+    atomic_write_json(sweep_dir / RECORD_NAME, record)
+    _train(
+        queue,
+        base,
+        sweep_dir,
+        record,
+        devices=devices,
+        command=command or (lambda b, r, d: train_command(b, r, d, _invoke_program())),
+        out=out,
+    )
+    return record
 
-    def save() -> None:
-        atomic_write_json(sweep_dir / RECORD_NAME, record)
 
+def _runs_to_train(
+    base: SweepBase,
+    grid: Mapping[str, Sequence[Any]],
+    sweep_dir: Path,
+    record: dict[str, Any],
+    retry_failed: bool,
+    out: TextIO,
+) -> list[SweepRun]:
+    """The runs still to train; the record notes those finished and those the config rejects."""
     queue = []
-    for run in runs:
+    for run in grid_runs(grid):
         entry = record["runs"][run.name]
         if (sweep_dir / run.name / "metrics.json").is_file():
             entry["status"] = "finished"
@@ -457,9 +310,25 @@ def run_sweep(
             print(f"[sweep] {run.name}: failed: {error}", file=out)
             continue
         queue.append(run)
-    save()
-    free = list(devices)
-    running: list[tuple[_Process, str | None]] = []
+    return queue
+
+
+def _train(
+    queue: list[SweepRun],
+    base: SweepBase,
+    sweep_dir: Path,
+    record: dict[str, Any],
+    *,
+    devices: list[str | None],
+    command: Callable[[SweepBase, SweepRun, Path], list[str]],
+    out: TextIO,
+) -> None:
+    """Runs the queue, ``len(devices)`` processes at once, saving the record at each change."""
+
+    def save() -> None:
+        atomic_write_json(sweep_dir / RECORD_NAME, record)
+
+    free, running = list(devices), []
     total, done = len(queue), 0
     try:
         while queue or running:
@@ -472,34 +341,23 @@ def run_sweep(
                 gpu = "" if device is None else f" on GPU {device}"
                 print(f"[sweep] {run.name}: started{gpu}: {shlex.join(line)}", file=out)
                 out.flush()
-                echo = out if parallel == 1 else None
+                echo = out if len(devices) == 1 else None
                 process = _Process(run, line, sweep_dir / run.name / "sweep.log", env, echo)
                 running.append((process, device))
                 record["runs"][run.name].update(status="running", message=None)
                 save()
-            for process, device in list(running):
-                if process.process.poll() is None:
-                    continue
+            for process, device in [(p, d) for p, d in running if p.process.poll() is not None]:
                 running.remove((process, device))
                 free.append(device)
-                code, last, seconds = process.finish()
-                entry = record["runs"][process.run.name]
-                entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 1)
                 done += 1
-                if code == 0 and (sweep_dir / process.run.name / "metrics.json").is_file():
-                    entry.update(status="finished", message=None)
-                elif code < 0 or code in _INTERRUPTED_CODES:
-                    signal_number = -code if code < 0 else code - 128
-                    entry.update(status="interrupted", message=f"killed by signal {signal_number}")
-                else:
-                    entry.update(status="failed", message=last or f"exit code {code}")
+                entry = _record_outcome(record["runs"][process.run.name], process, sweep_dir)
                 message = f" ({entry['message']})" if entry["message"] else ""
                 print(f"[sweep] {process.run.name}: {entry['status']}{message} [{done}/{total}]",
                       file=out)  # fmt: skip
                 save()
             if running:
                 time.sleep(0.2)
-    except BaseException:
+    except BaseException:  # Ctrl-C, or an error of the sweep itself: stop the runs, say so
         for process, _ in running:
             process.process.terminate()
         for process, _ in running:
@@ -509,4 +367,17 @@ def run_sweep(
             entry["seconds"] = round(entry.get("seconds", 0.0) + process.seconds(), 1)
         save()
         raise
-    return record
+
+
+def _record_outcome(entry: dict[str, Any], process: _Process, sweep_dir: Path) -> dict[str, Any]:
+    """Notes how a finished process ended: finished, interrupted (a signal) or failed."""
+    code, last, seconds = process.finish()
+    entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 1)
+    if code == 0 and (sweep_dir / process.run.name / "metrics.json").is_file():
+        entry.update(status="finished", message=None)
+    elif code < 0 or code in _INTERRUPTED_CODES:
+        signal_number = -code if code < 0 else code - 128
+        entry.update(status="interrupted", message=f"killed by signal {signal_number}")
+    else:
+        entry.update(status="failed", message=last or f"exit code {code}")
+    return entry

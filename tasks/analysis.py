@@ -123,7 +123,7 @@ def export_embeddings(
 def compare_sweep(c, sweep_dir):
     """One table of a sweep's test metrics (Markdown, CSV, bar chart PNG + HTML), best first."""
     from net import comparison
-    from net.sweep import SweepError
+    from net.grid import SweepError
 
     try:
         paths = comparison.write_comparison(sweep_dir)

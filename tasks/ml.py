@@ -123,6 +123,7 @@ def sweep(
     from pathlib import Path
 
     from net import comparison
+    from net import grid as grids
     from net import sweep as sweeps
 
     try:
@@ -132,20 +133,20 @@ def sweep(
     if parallel < 1:
         fail("--parallel must be a whole number of runs at once, at least 1", code=2)
     try:
-        grid = sweeps.build_grid(grid or [], grid_file)
-        name = name or sweeps.default_name(grid)
-        if sweeps.safe_name(name) != name or name in (".", ".."):
+        grid = grids.build_grid(grid or [], grid_file)
+        name = name or grids.default_name(grid)
+        if grids.safe_name(name) != name or name in (".", ".."):
             fail(f"--name {name!r}: use letters, digits and . _ = + - only", code=2)
         sweep_dir = Path(config.output.root) / "sweeps" / name
         base = sweeps.SweepBase(str(Path(config_path).resolve()), profile or None, tuple(set_))
         if print_commands:
             sweeps.open_sweep(base, grid, sweep_dir)  # for analysis.compare-sweep afterwards
-            print("\n".join(sweeps.run_commands(base, sweeps.grid_runs(grid), sweep_dir)))
+            print("\n".join(sweeps.run_commands(base, grids.grid_runs(grid), sweep_dir)))
             return
-        print(f"Sweep {sweep_dir}: {len(sweeps.grid_runs(grid))} combinations")
+        print(f"Sweep {sweep_dir}: {len(grids.grid_runs(grid))} combinations")
         record = sweeps.run_sweep(base, grid, sweep_dir, parallel=parallel,
                                   retry_failed=retry_failed)  # fmt: skip
-    except sweeps.SweepError as error:
+    except grids.SweepError as error:
         fail(f"Sweep error: {error}", code=2)
     except KeyboardInterrupt:
         fail(f"Sweep stopped; the same command resumes it ({sweep_dir})", code=130)
