@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 
-from net import analysis, experiment, figures
+from net import analysis, experiment, figures, runs
 from net.config import Config
 from net.demo_data import generate_demo_dataset
 
@@ -27,7 +27,7 @@ def run_demo(config: Config, run_dir: str | os.PathLike | None = None) -> dict:
         ``{"untrained": metrics, "trained": metrics, "run_dir": ..., "figures": page}``.
     """
     generate_demo_dataset(config.data.root)
-    run_dir = Path(run_dir) if run_dir else experiment.make_run_dir(config.output.root)
+    run_dir = Path(run_dir) if run_dir else runs.make_run_dir(config.output.root)
     print(f"Run directory: {run_dir}")
     splits = experiment.load_splits(config.data)
     if config.training.seed is not None:

@@ -8,9 +8,7 @@ library (:mod:`net.data`, :mod:`net.pipeline`, :mod:`net.model`, :mod:`net.losse
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,19 +16,24 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import yaml
 
 from net import analysis, data, inference, losses, model, pipeline, runs, training
 from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
-from net.config import Config, ConfigError, DataConfig, ModelConfig
-from net.files import atomic_write_json, atomic_write_text
+from net.config import Config, ConfigError, DataConfig, ModelConfig, TrainingConfig
+from net.files import atomic_write_json
 from net.runs import (  # noqa: F401  (re-exported: the names the tasks and tests use)
     ModelFileError,
+    RunDirectoryError,
+    check_model,
     latest_run_dir,
+    load_model,
+    make_run_dir,
     resolve_model_path,
+    worker_run_dir,
 )
 from net.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError
+from net.training import distribution_strategy  # noqa: F401  (re-exported: moved to training)
 
 #: The validation metric that selects the best model (one constant: net.callbacks).
 VALIDATION_MONITOR = SELECTION_METRIC
@@ -166,45 +169,6 @@ def auxiliary_classes(config: Config, train: data.Records) -> int:
     return int(train.labels.max()) + 1
 
 
-def distribution_strategy(kind: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy named by the configuration.
-
-    Args:
-        kind: ``default`` (the current device), ``mirrored`` (all local GPUs, or all logical
-            devices) or ``multi_worker`` (workers described by the ``TF_CONFIG`` variable).
-    """
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: Path) -> Path:
-    """Where this worker writes: the run directory on the chief, a private folder elsewhere.
-
-    Under ``MultiWorkerMirroredStrategy`` every worker runs the same training loop and must
-    save too (saving takes part in collective operations), but only the chief (the ``chief``
-    task, or worker 0 when the cluster has none) writes the run directory; the other workers
-    write to ``run_dir/.workers/<task>-<id>``.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type is None:
-        return run_dir
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    if resolver.task_type == "chief" or (
-        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-    ):
-        return run_dir
-    return run_dir / ".workers" / f"{resolver.task_type}-{resolver.task_id}"
-
-
-def make_run_dir(output_root: str | os.PathLike, name: str | None = None) -> Path:
-    """A new run directory under ``output_root`` (named by the time unless ``name`` is given)."""
-    name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(output_root) / name
-
-
 def compile_for_training(
     net: keras.Model,
     config: Config,
@@ -306,13 +270,13 @@ def naming_undecodable_images(paths: Callable[[], Sequence[str]], config: DataCo
 def _train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str) -> dict:
     """:func:`train`, without the naming of undecodable images."""
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
-    strategy = distribution_strategy(config.training.distribution)
-    run_dir = worker_run_dir(strategy, Path(run_dir))
+    strategy = training.distribution_strategy(config.training.distribution)
+    run_dir = runs.worker_run_dir(strategy, Path(run_dir))
     # The data first: a data set that cannot form the configured batches leaves no run behind.
     splits = load_splits(config.data)
     check_batches_fit(splits, config.data)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_config(config, run_dir)
+    runs.check_same_config(config.to_dict(), run_dir)
     runs.mark_run(run_dir, runs.RUN_IN_PROGRESS)
     try:
         summary = _train_in(config, run_dir, strategy, splits, verbose)
@@ -332,87 +296,18 @@ def _train_in(
     verbose: int | str,
 ) -> dict:
     """:func:`train` in a run directory whose configuration was checked."""
-    tc = config.training
-    if tc.seed is not None:
-        keras.utils.set_random_seed(tc.seed)
-    if tc.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if tc.mixed_precision:
-        keras.mixed_precision.set_global_policy(tc.mixed_precision)
-    dc = config.data
+    apply_global_settings(config.training)
     replicas = strategy.num_replicas_in_sync
-    steps = tc.steps_per_epoch or pipeline.steps_per_epoch(
-        splits.train, dc.classes_per_batch * replicas, dc.images_per_class
-    )
-    print(
-        f"Data: {len(splits.train)} training images of {splits.train.num_classes} classes, "
-        f"{len(splits.val)} validation images of {splits.val.num_classes} classes, "
-        f"{len(splits.test)} test images of {splits.test.num_classes} classes; "
-        f"{steps} steps of {replicas} x {dc.classes_per_batch} x {dc.images_per_class} images "
-        "an epoch."
-    )
+    steps = _steps_per_epoch(config, splits.train, replicas)
+    print(_data_summary(config.data, splits, steps, replicas))
     with strategy.scope():
-        num_classes = auxiliary_classes(config, splits.train)
-        try:
-            net = build_model(config.model, image_size=dc.image_size, num_classes=num_classes)
-        except ConfigError as error:
-            raise ConfigError(f"{config.source}: {error}") from None
-        compile_for_training(
-            net,
-            config,
-            learning_rate=training.learning_rate_schedule(
-                kind=tc.schedule.kind,
-                learning_rate=tc.learning_rate,
-                boundaries=tc.schedule.boundaries,
-                factor=tc.schedule.factor,
-                steps_per_epoch=steps,
-            ),
-        )
-
-    def train_dataset(initial_epoch: int) -> tf.data.Dataset:
-        # One stream of batches per seed: a resumed run takes it up where the interrupted one
-        # stopped (every step consumes `replicas` P x K batches), so with a seed and
-        # training.deterministic it trains on exactly what an uninterrupted run would.
-        start = initial_epoch * steps * replicas if tc.seed is not None else 0
-        dataset = training_batches(splits.train, dc, seed=tc.seed, start_batch=start)
-        if replicas > 1:
-            # Each replica takes one whole, contiguous P x K batch of the global batch.
-            dataset = dataset.rebatch(replicas * dc.classes_per_batch * dc.images_per_class)
-        return dataset
-
-    validate = None
-    if len(splits.val):
-        val_data = eval_dataset(splits.val, dc)
-
-        def validate(current: keras.Model) -> dict[str, float]:
-            embeddings, labels = inference.compute_embeddings(current, val_data, progress=False)
-            metrics = analysis.retrieval_metrics(embeddings, labels, ks=(1,))
-            return {"recall@1": metrics["recall@1"], "map@r": metrics["map@r"]}
-
-    result = training.fit(
-        net,
-        train_dataset,
-        run_dir=run_dir,
-        epochs=tc.epochs,
-        steps_per_epoch=steps,
-        validate=validate,
-        monitor=VALIDATION_MONITOR,
-        early_stopping_patience=tc.early_stopping_patience,
-        plateau=(
-            {"factor": tc.schedule.factor, "patience": tc.schedule.patience}
-            if tc.schedule.kind == "plateau"
-            else None
-        ),
-        verbose=verbose,
-        images_per_step=replicas * dc.classes_per_batch * dc.images_per_class,
-        embedded_images=len(splits.val),
-        freeze_backbone_epochs=tc.freeze_backbone_epochs,
-        backbone_learning_rate_multiplier=tc.backbone_learning_rate_multiplier,
+        net = _build_and_compile(config, splits.train, steps)
+    result = _fit(
+        net, config, splits, run_dir=run_dir, steps=steps, replicas=replicas, verbose=verbose
     )
-    best = keras.saving.load_model(run_dir / "best.keras")
-    metrics = evaluate(best, splits.test, config)
+    best = keras.saving.load_model(run_dir / runs.BEST_MODEL)
     summary = {
-        "test": metrics,
+        "test": evaluate(best, splits.test, config),
         "epochs_done": result.epochs_done,
         "resumed_from_epoch": result.initial_epoch,
         "best_epoch": result.best_epoch,
@@ -425,6 +320,144 @@ def _train_in(
     }
     atomic_write_json(run_dir / "metrics.json", summary)
     return summary
+
+
+def _fit(
+    net: keras.Model,
+    config: Config,
+    splits: data.Split,
+    *,
+    run_dir: Path,
+    steps: int,
+    replicas: int,
+    verbose: int | str,
+) -> training.FitResult:
+    """Runs :func:`net.training.fit` with the configured schedule, validation and callbacks."""
+    settings = config.training
+    schedule = settings.schedule
+    return training.fit(
+        net,
+        _train_dataset_factory(config, splits.train, replicas, steps),
+        run_dir=run_dir,
+        epochs=settings.epochs,
+        steps_per_epoch=steps,
+        validate=_validation(splits.val, config.data),
+        monitor=VALIDATION_MONITOR,
+        early_stopping_patience=settings.early_stopping_patience,
+        plateau=(
+            {"factor": schedule.factor, "patience": schedule.patience}
+            if schedule.kind == "plateau"
+            else None
+        ),
+        verbose=verbose,
+        images_per_step=replicas * config.data.classes_per_batch * config.data.images_per_class,
+        embedded_images=len(splits.val),
+        freeze_backbone_epochs=settings.freeze_backbone_epochs,
+        backbone_learning_rate_multiplier=settings.backbone_learning_rate_multiplier,
+    )
+
+
+def apply_global_settings(settings: TrainingConfig) -> None:
+    """Sets the seeds, op determinism and the mixed-precision policy of the configuration."""
+    if settings.seed is not None:
+        keras.utils.set_random_seed(settings.seed)
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if settings.mixed_precision:
+        keras.mixed_precision.set_global_policy(settings.mixed_precision)
+
+
+def _steps_per_epoch(config: Config, train_records: data.Records, replicas: int) -> int:
+    """Batches per epoch: configured, or one pass over the training images."""
+    return config.training.steps_per_epoch or pipeline.steps_per_epoch(
+        train_records,
+        config.data.classes_per_batch * replicas,
+        config.data.images_per_class,
+    )
+
+
+def _data_summary(config: DataConfig, splits: data.Split, steps: int, replicas: int) -> str:
+    """One line: the split sizes and the batches of an epoch."""
+    return (
+        f"Data: {len(splits.train)} training images of {splits.train.num_classes} classes, "
+        f"{len(splits.val)} validation images of {splits.val.num_classes} classes, "
+        f"{len(splits.test)} test images of {splits.test.num_classes} classes; "
+        f"{steps} steps of {replicas} x {config.classes_per_batch} x "
+        f"{config.images_per_class} images an epoch."
+    )
+
+
+def _build_and_compile(config: Config, train_records: data.Records, steps: int) -> keras.Model:
+    """The configured model, compiled for training (call inside the strategy's scope).
+
+    Raises:
+        net.config.ConfigError: the model configuration does not fit the backbone.
+    """
+    net = build_training_model(config, train_records)
+    schedule = config.training.schedule
+    compile_for_training(
+        net,
+        config,
+        learning_rate=training.learning_rate_schedule(
+            kind=schedule.kind,
+            learning_rate=config.training.learning_rate,
+            boundaries=schedule.boundaries,
+            factor=schedule.factor,
+            steps_per_epoch=steps,
+        ),
+    )
+    return net
+
+
+def build_training_model(config: Config, train_records: data.Records) -> keras.Model:
+    """The configured model with its auxiliary head sized for the training records.
+
+    Raises:
+        net.config.ConfigError: the model configuration does not fit the backbone (the message
+            names the configuration file).
+    """
+    num_classes = auxiliary_classes(config, train_records)
+    try:
+        return build_model(config.model, image_size=config.data.image_size, num_classes=num_classes)
+    except ConfigError as error:  # e.g. model.feature_layer names no layer of the backbone
+        raise ConfigError(f"{config.source}: {error}") from None
+
+
+def _train_dataset_factory(
+    config: Config, train_records: data.Records, replicas: int, steps: int
+) -> Callable[[int], tf.data.Dataset]:
+    """The function of the starting epoch that :func:`net.training.fit` draws batches from."""
+    seed = config.training.seed
+    global_batch = replicas * config.data.classes_per_batch * config.data.images_per_class
+
+    def train_dataset(initial_epoch: int) -> tf.data.Dataset:
+        # One stream of batches per seed: a resumed run takes it up where the interrupted one
+        # stopped (every step consumes `replicas` P x K batches), so with a seed and
+        # training.deterministic it trains on exactly what an uninterrupted run would.
+        start = initial_epoch * steps * replicas if seed is not None else 0
+        dataset = training_batches(train_records, config.data, seed=seed, start_batch=start)
+        if replicas > 1:
+            # Each replica takes one whole, contiguous P x K batch of the global batch.
+            dataset = dataset.rebatch(global_batch)
+        return dataset
+
+    return train_dataset
+
+
+def _validation(
+    val_records: data.Records, config: DataConfig
+) -> Callable[[keras.Model], dict[str, float]] | None:
+    """The validation metrics function of :func:`net.training.fit`, or None without classes."""
+    if not len(val_records):
+        return None
+    val_data = eval_dataset(val_records, config)
+
+    def validate(current: keras.Model) -> dict[str, float]:
+        embeddings, labels = inference.compute_embeddings(current, val_data, progress=False)
+        metrics = analysis.retrieval_metrics(embeddings, labels, ks=(1,))
+        return {"recall@1": metrics["recall@1"], "map@r": metrics["map@r"]}
+
+    return validate
 
 
 def evaluate(
@@ -502,89 +535,6 @@ def embed(
         cache=config.cache,
         progress=progress,
     )
-
-
-class RunDirectoryError(ValueError):
-    """A run directory that cannot be resumed with the given configuration."""
-
-
-def _check_same_config(config: Config, run_dir: Path) -> None:
-    """Saves the resolved configuration; a resumed run must use the same one.
-
-    Only ``training.epochs`` may differ: asking for more epochs extends a finished run.
-
-    Raises:
-        RunDirectoryError: the run directory was started with another configuration.
-    """
-    path = run_dir / "config.yaml"
-    current = config.to_dict()
-    if path.exists():
-        previous = yaml.safe_load(path.read_text())
-        changed = sorted(
-            f"{section}.{key}"
-            for section in current
-            for key in current[section]
-            if previous.get(section, {}).get(key) != current[section][key]
-            and f"{section}.{key}" != "training.epochs"
-        )
-        if changed:
-            raise RunDirectoryError(
-                f"{run_dir} was started with another configuration (differences: "
-                f"{', '.join(changed)}); use a new run directory or the same configuration"
-            )
-    atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
-
-
-def load_model(path: str | os.PathLike, image_size: int | None = None) -> keras.Model:
-    """Loads a saved model of this repository (safe mode, no custom objects needed).
-
-    Args:
-        path: a ``.keras`` file or a run directory (its ``best.keras``).
-        image_size: the side of the images it will be given; a model with a fixed input of
-            another size is refused.
-
-    Raises:
-        ModelFileError: the file is missing, not a loadable ``.keras`` model, has no
-            ``embeddings`` output, or takes images of another size than ``image_size``.
-    """
-    path = resolve_model_path(path)
-    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a corrupt file.
-        raise ModelFileError(f"cannot load the model {path}: not a .keras file (not a zip archive)")
-    try:
-        net = keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many kinds (ValueError, OSError, zipfile...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ModelFileError(
-            f"cannot load the model {path}: {type(error).__name__}{': ' + reason if reason else ''}"
-        ) from error
-    check_model(net, path, image_size)
-    return net
-
-
-def check_model(net: keras.Model, path: str | os.PathLike, image_size: int | None) -> None:
-    """Refuses a model that is not an embedding model of ``image_size`` px images.
-
-    Raises:
-        ModelFileError: it has no ``embeddings`` output, not one (B, H, W, 3) input, or a fixed
-            input size other than ``image_size``.
-    """
-    if "embeddings" not in getattr(net, "output_names", []):
-        raise ModelFileError(
-            f"the model {path} has no 'embeddings' output (outputs: "
-            f"{', '.join(net.output_names) or 'none'}); not an embedding model of this repository"
-        )
-    shapes = [tuple(x.shape) for x in net.inputs]
-    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][3] not in (None, 3):
-        raise ModelFileError(f"the model {path} takes {shapes}, not one (B, H, W, 3) image input")
-    height, width = shapes[0][1:3]
-    if image_size is not None and (height, width) not in (
-        (None, None),
-        (image_size, image_size),
-    ):
-        raise ModelFileError(
-            f"the model {path} takes {height}x{width} images but data.image_size is "
-            f"{image_size}; evaluate it at its size (--set data.image_size={height})"
-        )
 
 
 def evaluate_query_gallery(

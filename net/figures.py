@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from net import analysis, experiment, inference, pipeline, projector, visualize
+from net import analysis, experiment, inference, pipeline, projector, runs, visualize
 from net.augmentation import Augmentation
 from net.callbacks import SELECTION_METRIC
 from net.config import Config
@@ -131,7 +131,7 @@ def rankings_on_batches(
         The HTML page (its notes list the average ranking position of each batch).
     """
     output_dir = Path(output_dir)
-    model = experiment.load_model(model_path, image_size=config.data.image_size)
+    model = runs.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
     classes = min(config.data.classes_per_batch, test.num_classes)
     per_class = config.data.images_per_class
@@ -203,7 +203,7 @@ def rankings_on_dataset(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model = experiment.load_model(model_path, image_size=config.data.image_size)
+    model = runs.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
     embeddings, labels = experiment.embed(model, test, config.data)
     rng = np.random.default_rng(seed)
@@ -281,7 +281,7 @@ def projector_export(
     Returns:
         The path of ``projector_config.pbtxt``.
     """
-    model = experiment.load_model(model_path, image_size=config.data.image_size)
+    model = runs.load_model(model_path, image_size=config.data.image_size)
     test = experiment.load_splits(config.data).test
     embeddings, labels = experiment.embed(model, test, config.data)
     side = projector.sprite_tile_size(len(test), thumbnail_size)

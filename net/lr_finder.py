@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from net import experiment, training, visualize
-from net.config import Config, ConfigError
+from net.config import Config
 from net.files import atomic_write_text
 
 
@@ -239,25 +239,14 @@ def find_learning_rate(
     Returns:
         The result and the HTML page.
     """
-    tc, dc = config.training, config.data
     rates = learning_rates(start, end, steps)  # bad arguments fail before any work
-    if tc.seed is not None:
-        keras.utils.set_random_seed(tc.seed)
-    if tc.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if tc.mixed_precision:
-        keras.mixed_precision.set_global_policy(tc.mixed_precision)
-    splits = experiment.load_splits(dc)
-    num_classes = experiment.auxiliary_classes(config, splits.train)
-    try:
-        net = experiment.build_model(
-            config.model, image_size=dc.image_size, num_classes=num_classes
-        )
-    except ConfigError as error:  # e.g. model.feature_layer names no layer of the backbone
-        raise ConfigError(f"{config.source}: {error}") from None
+    experiment.apply_global_settings(config.training)
+    splits = experiment.load_splits(config.data)
+    net = experiment.build_training_model(config, splits.train)
     experiment.compile_for_training(net, config, learning_rate=float(rates[0]))
     dataset = training.with_targets(
-        experiment.training_batches(splits.train, dc, seed=tc.seed), training.output_names(net)
+        experiment.training_batches(splits.train, config.data, seed=config.training.seed),
+        training.output_names(net),
     )
     result = range_test(
         net,

@@ -11,7 +11,11 @@ A run directory's ``status.json`` says whether its run is complete, in progress 
 resume it with the same command) or failed (:func:`run_status`); ``ml.train`` writes it
 (:func:`mark_run`).
 
-No TensorFlow is imported here.
+It also holds the lifecycle: :func:`make_run_dir`, the chief's directory on multi-worker runs
+(:func:`worker_run_dir`), the saved configuration a resumed run must match
+(:func:`check_same_config`), and loading the saved model (:func:`load_model`).
+
+No TensorFlow is imported here until a model is loaded (:func:`load_model`).
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import dataclasses
 import datetime
 import json
 import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from net.config import Config, ConfigError, config_from_dict
-from net.files import atomic_write_json
+from net.files import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import keras
 
 #: The model a run directory stands for.
 BEST_MODEL = "best.keras"
@@ -43,6 +51,12 @@ RUN_FAILED = "failed"
 #: The settings a different value of which silently changes every number (reported if they
 #: disagree with the configuration given).
 INPUT_KEYS = ("image_size", "crop")
+#: Settings that may differ when a run is resumed: more epochs extend a finished run.
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"training.epochs"})
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be resumed with the given configuration."""
 
 
 class ModelFileError(ValueError):
@@ -75,6 +89,65 @@ class ModelChoice:
         return f"Model: {self.path}"
 
 
+def make_run_dir(output_root: str | os.PathLike, name: str | None = None) -> Path:
+    """A new run directory under ``output_root`` (named by the time unless ``name`` is given)."""
+    name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(output_root) / name
+
+
+def worker_run_dir(strategy: Any, run_dir: Path) -> Path:
+    """Where this worker writes: the run directory on the chief, a private folder elsewhere.
+
+    Under ``MultiWorkerMirroredStrategy`` every worker runs the same training loop and must
+    save too (saving takes part in collective operations), but only the chief (the ``chief``
+    task, or worker 0 when the cluster has none) writes the run directory; the other workers
+    write to ``run_dir/.workers/<task>-<id>``.
+
+    Args:
+        strategy: a ``tf.distribute.Strategy``; one without a cluster resolver is the chief.
+        run_dir: the run directory.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return run_dir
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+    ):
+        return run_dir
+    return run_dir / ".workers" / f"{resolver.task_type}-{resolver.task_id}"
+
+
+def check_same_config(current: dict[str, dict[str, Any]], run_dir: Path) -> None:
+    """Saves a run's resolved configuration; a resumed run must use the same one.
+
+    Only the settings in :data:`RESUMABLE_CHANGES` may differ.
+
+    Args:
+        current: the configuration as ``{section: {key: value}}`` (``Config.to_dict()``).
+        run_dir: the run directory (it exists).
+
+    Raises:
+        RunDirectoryError: the run directory was started with another configuration.
+    """
+    path = run_dir / RUN_CONFIG
+    if path.exists():
+        previous = yaml.safe_load(path.read_text())
+        changed = sorted(
+            f"{section}.{key}"
+            for section in current
+            for key in current[section]
+            if previous.get(section, {}).get(key) != current[section][key]
+            and f"{section}.{key}" not in RESUMABLE_CHANGES
+        )
+        if changed:
+            raise RunDirectoryError(
+                f"{run_dir} was started with another configuration (differences: "
+                f"{', '.join(changed)}); use a new run directory or the same configuration"
+            )
+    atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+
 def resolve_model_path(path: str | os.PathLike) -> Path:
     """A ``.keras`` file, or a run directory's ``best.keras``.
 
@@ -89,6 +162,65 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise ModelFileError(f"no saved model at {path}")
     return path
+
+
+def load_model(path: str | os.PathLike, image_size: int | None = None) -> keras.Model:
+    """Loads a saved model of this repository (safe mode, no custom objects needed).
+
+    Keras and this package's layers are imported here, on first use, so that choosing a run
+    and reading its settings stay free of TensorFlow.
+
+    Args:
+        path: a ``.keras`` file or a run directory (its ``best.keras``).
+        image_size: the side of the images it will be given; a model with a fixed input of
+            another size is refused.
+
+    Raises:
+        ModelFileError: the file is missing, not a loadable ``.keras`` model, has no
+            ``embeddings`` output, or takes images of another size than ``image_size``.
+    """
+    import keras
+
+    import net.model  # noqa: F401  (registers the custom layers that saved models name)
+
+    path = resolve_model_path(path)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a corrupt file.
+        raise ModelFileError(f"cannot load the model {path}: not a .keras file (not a zip archive)")
+    try:
+        net = keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many kinds (ValueError, OSError, zipfile...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelFileError(
+            f"cannot load the model {path}: {type(error).__name__}{': ' + reason if reason else ''}"
+        ) from error
+    check_model(net, path, image_size)
+    return net
+
+
+def check_model(net: keras.Model, path: str | os.PathLike, image_size: int | None) -> None:
+    """Refuses a model that is not an embedding model of ``image_size`` px images.
+
+    Raises:
+        ModelFileError: it has no ``embeddings`` output, not one (B, H, W, 3) input, or a fixed
+            input size other than ``image_size``.
+    """
+    if "embeddings" not in getattr(net, "output_names", []):
+        raise ModelFileError(
+            f"the model {path} has no 'embeddings' output (outputs: "
+            f"{', '.join(net.output_names) or 'none'}); not an embedding model of this repository"
+        )
+    shapes = [tuple(x.shape) for x in net.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][3] not in (None, 3):
+        raise ModelFileError(f"the model {path} takes {shapes}, not one (B, H, W, 3) image input")
+    height, width = shapes[0][1:3]
+    if image_size is not None and (height, width) not in (
+        (None, None),
+        (image_size, image_size),
+    ):
+        raise ModelFileError(
+            f"the model {path} takes {height}x{width} images but data.image_size is "
+            f"{image_size}; evaluate it at its size (--set data.image_size={height})"
+        )
 
 
 def run_dir_of(model_file: str | os.PathLike) -> Path | None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from net import pipeline
+from net import pipeline, runs
 from net.data import IMAGE_SUFFIXES, check_image, is_image_name
 from net.files import atomic_write_npz
 from net.inference import embed_files
@@ -207,12 +207,10 @@ def _load_model(model_path: str | os.PathLike[str]) -> tuple[keras.Model, Path]:
     Raises:
         SearchError: If nothing loadable is there.
     """
-    from net import experiment
-
     try:
-        path = experiment.resolve_model_path(model_path).resolve()
-        return experiment.load_model(path), path
-    except experiment.ModelFileError as error:
+        path = runs.resolve_model_path(model_path).resolve()
+        return runs.load_model(path), path
+    except runs.ModelFileError as error:
         raise SearchError(str(error)) from error
 
 

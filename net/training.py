@@ -50,6 +50,20 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
+def distribution_strategy(kind: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy named by the configuration.
+
+    Args:
+        kind: ``default`` (the current device), ``mirrored`` (all local GPUs, or all logical
+            devices) or ``multi_worker`` (workers described by the ``TF_CONFIG`` variable).
+    """
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def learning_rate_schedule(
     *,
     kind: str,

@@ -115,3 +115,43 @@ def test_an_unreadable_run_configuration_is_one_line(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"image_size": "big"}}))
     with pytest.raises(runs.ModelFileError, match="data.image_size"):
         runs.with_run_data(config, run)
+
+
+def test_make_run_dir_names_by_time_unless_named(tmp_path):
+    assert runs.make_run_dir(tmp_path, "a") == tmp_path / "a"
+    assert runs.make_run_dir(tmp_path).parent == tmp_path
+
+
+def test_check_same_config_allows_only_more_epochs(tmp_path):
+    config = {"model": {"embedding_dim": 8}, "training": {"epochs": 2}}
+    runs.check_same_config(config, tmp_path)
+    runs.check_same_config({**config, "training": {"epochs": 5}}, tmp_path)
+    with pytest.raises(runs.RunDirectoryError, match=r"differences: model\.embedding_dim"):
+        runs.check_same_config({**config, "model": {"embedding_dim": 16}}, tmp_path)
+
+
+class _Resolver:
+    def __init__(self, task_type, task_id, jobs):
+        self.task_type, self.task_id, self._jobs = task_type, task_id, jobs
+
+    def cluster_spec(self):
+        return type("Spec", (), {"as_dict": lambda _: {job: ["host"] for job in self._jobs}})()
+
+
+class _Strategy:
+    def __init__(self, resolver):
+        self.cluster_resolver = resolver
+
+
+@pytest.mark.parametrize(
+    "resolver, expected",
+    [
+        (None, "run"),
+        (_Resolver("worker", 0, ["worker"]), "run"),
+        (_Resolver("worker", 1, ["worker"]), "run/.workers/worker-1"),
+        (_Resolver("chief", 0, ["chief", "worker"]), "run"),
+        (_Resolver("worker", 0, ["chief", "worker"]), "run/.workers/worker-0"),
+    ],
+)
+def test_worker_run_dir_only_the_chief_writes_the_run(resolver, expected):
+    assert runs.worker_run_dir(_Strategy(resolver), Path("run")) == Path(expected)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from net import callbacks, experiment, finetuning, losses, pipeline, training
+from net import callbacks, experiment, finetuning, losses, pipeline, runs, training
 from net.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,13 +103,13 @@ def test_resuming_with_another_configuration_is_refused(demo_dataset_root, tmp_p
     run_dir = tmp_path / "run"
     (run_dir).mkdir()
     config = tiny_config(demo_dataset_root, epochs=1)
-    experiment._check_same_config(config, run_dir)
+    runs.check_same_config(config.to_dict(), run_dir)
     other = dataclasses.replace(config, model=dataclasses.replace(config.model, embedding_dim=64))
-    with pytest.raises(experiment.RunDirectoryError, match="model.embedding_dim"):
-        experiment._check_same_config(other, run_dir)
+    with pytest.raises(runs.RunDirectoryError, match="model.embedding_dim"):
+        runs.check_same_config(other.to_dict(), run_dir)
     # More epochs is not another configuration: it extends the run.
     longer = dataclasses.replace(config, training=dataclasses.replace(config.training, epochs=5))
-    experiment._check_same_config(longer, run_dir)
+    runs.check_same_config(longer.to_dict(), run_dir)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(

@@ -108,7 +108,7 @@ def experiment_run(
     replica whole P x K batches (``multi_worker``: this process is one worker of TF_CONFIG)."""
     import dataclasses
 
-    from net import experiment
+    from net import experiment, training
     from net.config import load_config
 
     config = load_config(config_path, profile="demo")
@@ -132,7 +132,7 @@ def experiment_run(
     if distribution == "multi_worker":
         replicas = len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])
     else:
-        replicas = experiment.distribution_strategy("mirrored").num_replicas_in_sync
+        replicas = training.distribution_strategy("mirrored").num_replicas_in_sync
     return {
         "replicas": replicas,
         "recall@1": summary["test"]["recall@1"],
