@@ -28,6 +28,7 @@ import yaml
 
 from net.augmentation import Augmentation, parse_augmentation
 from net.descriptors import parse_descriptors
+from net.loss_params import check_metric_loss_params
 
 #: Mappings that an overlay replaces whole instead of merging into: a loss's parameters, and
 #: the augmentation operations (an operation left out of an overlay's mapping is off).
@@ -275,6 +276,42 @@ def load_config(
             invalid; the message names the file and the key.
     """
     path = Path(path)
+    raw = read_raw(path, profile)
+    for override in overrides:
+        key, value = parse_override(override)
+        raw = apply_override(raw, key, value, source=f"{path}: --set {override}")
+    source = f"{path}" + (f" (profile {profile})" if profile else "")
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    config = config_from_dict(raw, source=source)
+    base = path.resolve().parent
+    data = dataclasses.replace(config.data, root=str(_resolve(base, config.data.root)))
+    output = dataclasses.replace(config.output, root=str(_resolve(base, config.output.root)))
+    weights = config.model.weights
+    if weights not in (None, "imagenet"):
+        weights = str(_resolve(base, weights))
+    model = dataclasses.replace(config.model, weights=weights)
+    return dataclasses.replace(config, data=data, output=output, model=model)
+
+
+def read_raw(path: str | os.PathLike, profile: str | None = None) -> dict[str, Any]:
+    """Reads a configuration file as plain data, with a profile's overlay merged in.
+
+    Nothing is validated beyond the file's structure; :func:`load_config` builds the typed
+    configuration from this. For readers that need a few keys only (``docker.run``'s roots).
+
+    Args:
+        path: the YAML file.
+        profile: name of an overlay under the file's ``profiles`` key, or ``None``.
+
+    Returns:
+        The top-level mapping without ``profiles``, the overlay merged.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, not a mapping, or the profile is unknown;
+            the message names the file.
+    """
+    path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
@@ -296,21 +333,7 @@ def load_config(
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(f"{path}: unknown profile {profile!r} (profiles: {known})")
         raw = _merge(raw, profiles[profile], f"{path}: profiles.{profile}")
-    for override in overrides:
-        key, value = parse_override(override)
-        raw = apply_override(raw, key, value, source=f"{path}: --set {override}")
-    source = f"{path}" + (f" (profile {profile})" if profile else "")
-    if overrides:
-        source += " with --set " + " ".join(overrides)
-    config = config_from_dict(raw, source=source)
-    base = path.resolve().parent
-    data = dataclasses.replace(config.data, root=str(_resolve(base, config.data.root)))
-    output = dataclasses.replace(config.output, root=str(_resolve(base, config.output.root)))
-    weights = config.model.weights
-    if weights not in (None, "imagenet"):
-        weights = str(_resolve(base, weights))
-    model = dataclasses.replace(config.model, weights=weights)
-    return dataclasses.replace(config, data=data, output=output, model=model)
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
@@ -629,10 +652,8 @@ def _check_values(config: Config, source: str) -> None:
 
 
 def _check_loss_params(loss: LossConfig, fail: typing.Callable[[str, str], typing.NoReturn]):
-    """Builds the configured loss once so that bad parameters fail at load time."""
-    from net import losses  # deferred: keeps config loading free of TensorFlow until needed
-
+    """Checks the metric loss's parameters as its class would (no TensorFlow needed)."""
     try:
-        losses.build_metric_loss(loss.name, **loss.params)
-    except (TypeError, ValueError) as error:
+        check_metric_loss_params(loss.name, loss.params)
+    except ValueError as error:
         fail(f"loss.params ({loss.name})", str(error))

@@ -23,44 +23,16 @@ from typing import Any
 import keras
 from keras import ops
 
+from net.loss_params import (  # noqa: F401  (HAP2S_WEIGHTINGS re-exported)
+    HAP2S_WEIGHTINGS,
+    check_margin,
+    check_metric_loss_params,
+    check_positive,
+    check_smoothing,
+    check_weighting,
+)
+
 _PACKAGE = "cgd"
-
-#: Weightings of the HAP2S loss.
-HAP2S_WEIGHTINGS = ("exponential", "polynomial")
-
-
-# --------------------------------------------------------------------------------------------
-# Validation of hyperparameters
-# --------------------------------------------------------------------------------------------
-
-
-def _check_margin(margin: float | None) -> float | None:
-    if margin is None:
-        return None
-    if isinstance(margin, bool) or not isinstance(margin, int | float):
-        raise ValueError(f"margin must be None (soft margin) or a float >= 0, got {margin!r}")
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0 (or None for the soft margin), got {margin!r}")
-    return float(margin)
-
-
-def _check_positive(key: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{key} must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_smoothing(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_weighting(value: str) -> str:
-    if value not in HAP2S_WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {HAP2S_WEIGHTINGS}, got {value!r}")
-    return value
-
 
 # --------------------------------------------------------------------------------------------
 # Shared maths
@@ -184,7 +156,7 @@ def batch_hard_triplet_loss(labels, embeddings, margin: float | None = None) -> 
     Raises:
         ValueError: If ``margin`` is negative.
     """
-    margin = _check_margin(margin)
+    margin = check_margin(margin)
     distances = pairwise_distances(embeddings)
     positive, negative = positive_negative_masks(labels)
     hardest_positive = ops.max(distances * ops.cast(positive, distances.dtype), axis=1)
@@ -232,10 +204,10 @@ def hard_aware_point_to_set_loss(
     Raises:
         ValueError: On an unknown weighting, non-positive alpha/sigma or a negative margin.
     """
-    weighting = _check_weighting(weighting)
-    alpha = _check_positive("alpha", alpha)
-    sigma = _check_positive("sigma", sigma)
-    margin = _check_margin(margin)
+    weighting = check_weighting(weighting)
+    alpha = check_positive("alpha", alpha)
+    sigma = check_positive("sigma", sigma)
+    margin = check_margin(margin)
     distances = pairwise_distances(embeddings)
     positive, negative = positive_negative_masks(labels)
     if weighting == "exponential":
@@ -283,8 +255,8 @@ def auxiliary_classification_loss(
     Raises:
         ValueError: If ``label_smoothing`` is outside [0, 1) or ``temperature`` <= 0.
     """
-    label_smoothing = _check_smoothing(label_smoothing)
-    temperature = _check_positive("temperature", temperature)
+    label_smoothing = check_smoothing(label_smoothing)
+    temperature = check_positive("temperature", temperature)
     return ops.mean(_per_sample_classification_loss(labels, logits, label_smoothing, temperature))
 
 
@@ -321,7 +293,7 @@ class BatchHardTripletLoss(keras.losses.Loss):
         self, margin: float | None = None, name: str = "batch_hard_triplet_loss", **kwargs: Any
     ) -> None:
         super().__init__(name=name, **kwargs)
-        self.margin = _check_margin(margin)
+        self.margin = check_margin(margin)
 
     def call(self, y_true, y_pred):  # noqa: D102
         loss = batch_hard_triplet_loss(flatten_labels(y_true), y_pred, margin=self.margin)
@@ -357,10 +329,10 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
-        self.weighting = _check_weighting(weighting)
-        self.alpha = _check_positive("alpha", alpha)
-        self.sigma = _check_positive("sigma", sigma)
-        self.margin = _check_margin(margin)
+        self.weighting = check_weighting(weighting)
+        self.alpha = check_positive("alpha", alpha)
+        self.sigma = check_positive("sigma", sigma)
+        self.margin = check_margin(margin)
 
     def call(self, y_true, y_pred):  # noqa: D102
         loss = hard_aware_point_to_set_loss(
@@ -407,8 +379,8 @@ class AuxiliaryClassificationLoss(keras.losses.Loss):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
-        self.label_smoothing = _check_smoothing(label_smoothing)
-        self.temperature = _check_positive("temperature", temperature)
+        self.label_smoothing = check_smoothing(label_smoothing)
+        self.temperature = check_positive("temperature", temperature)
 
     def call(self, y_true, y_pred):  # noqa: D102
         return _per_sample_classification_loss(
@@ -445,13 +417,5 @@ def build_metric_loss(name: str, **params: Any) -> keras.losses.Loss:
         ValueError: Unknown name (the message lists the valid ones), an unknown parameter, or
             a bad hyperparameter value.
     """
-    try:
-        cls = METRIC_LOSSES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown metric loss {name!r}: valid losses are {sorted(METRIC_LOSSES)}"
-        ) from None
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise ValueError(f"metric loss {name!r}: bad parameters {sorted(params)}: {err}") from err
+    check_metric_loss_params(name, params)
+    return METRIC_LOSSES[name](**params)

@@ -90,8 +90,9 @@ def stdin_is_terminal() -> bool:
 def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None) -> tuple[str, str]:
     """Reads ``data.root`` and ``output.root`` from the configuration file.
 
-    Only these two keys are read (with ``yaml.safe_load``), with the named profile's overlay of
-    them if it has one; the rest of the file is the training code's business.
+    The file is read by :func:`net.config.read_raw` (the same reader and profile overlay as the
+    training code, without TensorFlow); only these two keys are looked at here, the rest of the
+    file is the training code's business.
 
     Args:
         config_path: The YAML configuration file.
@@ -102,45 +103,23 @@ def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None)
         file's folder.
 
     Raises:
-        FileNotFoundError: If the configuration file does not exist.
-        ValueError: If the file is not a mapping, the profile is unknown, or a key is missing or
-            not a non-empty string.
+        ValueError: If the file is missing or not YAML (:class:`net.config.ConfigError`), the
+            profile is unknown, or a key is missing or not a non-empty string.
     """
-    import yaml
+    from net.config import read_raw
 
     path = Path(config_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"configuration file not found: {path}")
-    try:
-        with path.open() as stream:
-            config = yaml.safe_load(stream)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or type(error).__name__
-        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {config!r}")
-    overlay = {}
-    if profile:
-        profiles = config.get("profiles") or {}
-        if not isinstance(profiles, dict) or profile not in profiles:
-            known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else ""
-            raise ValueError(f"{path}: unknown profile {profile!r} (profiles: {known or 'none'})")
-        overlay = profiles[profile] or {}
+    config = read_raw(path, profile)
+    where = f"{path}" + (f" (profile {profile})" if profile else "")
     roots = []
     for section in ("data", "output"):
         key = f"{section}.root"
-        root = _get(overlay, section, "root")
-        if root is None:
-            root = _get(config, section, "root")
-        else:
-            key = f"profiles.{profile}.{key}"
+        root = _get(config, section, "root")
         if not isinstance(root, str) or not root.strip():
-            raise ValueError(f"{path}: key '{key}' must be a non-empty path string, got {root!r}")
+            raise ValueError(f"{where}: key '{key}' must be a non-empty path string, got {root!r}")
         if root.startswith("~"):
             raise ValueError(
-                f"{path}: key '{key}' = {root!r}: '~' means another home folder inside the "
+                f"{where}: key '{key}' = {root!r}: '~' means another home folder inside the "
                 "container; write the path absolute or relative to the configuration file"
             )
         roots.append(root)
@@ -248,7 +227,7 @@ def config_mounts(
         Mounts of the data root, the output root and the configuration file (read-only).
 
     Raises:
-        FileNotFoundError, ValueError: See :func:`read_mount_roots` and :func:`container_path`.
+        ValueError: See :func:`read_mount_roots` and :func:`container_path`.
     """
     data_root, output_root = read_mount_roots(config_path, profile)
     config_dir = Path(os.path.abspath(config_path)).parent

@@ -1,6 +1,8 @@
 """Configuration loading: the shipped file, profiles, and one message per kind of mistake."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -282,3 +284,13 @@ def test_bad_override_values_fail_like_the_file_naming_the_override(override, me
     text = str(info.value)
     assert text.startswith(f"{REPO / 'config.yaml'} (profile demo) with --set ")
     assert override in text and message in text and "\n" not in text
+
+
+def test_loading_the_configuration_imports_no_tensorflow():
+    """The configuration (and so docker.run and every task's argument check) needs no TF."""
+    code = (
+        "import sys, net.config; "
+        f"net.config.load_config({str(REPO / 'config.yaml')!r}, profile='demo'); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

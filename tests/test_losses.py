@@ -390,3 +390,15 @@ def test_build_metric_loss():
         losses.build_metric_loss("contrastive")
     with pytest.raises(ValueError, match="sigmaa"):
         losses.build_metric_loss("hap2s", sigmaa=1.0)
+
+
+def test_loss_params_name_every_hyperparameter_of_each_loss_class():
+    """net.loss_params (read by the configuration without TensorFlow) matches the classes."""
+    import inspect
+
+    from net.loss_params import METRIC_LOSS_PARAMS
+
+    assert set(METRIC_LOSS_PARAMS) == set(losses.METRIC_LOSSES)
+    for name, cls in losses.METRIC_LOSSES.items():
+        signature = inspect.signature(cls.__init__).parameters
+        assert set(METRIC_LOSS_PARAMS[name]) == set(signature) - {"self", "name", "kwargs"}, name
