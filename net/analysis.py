@@ -467,8 +467,8 @@ def average_ranking_position(
     from 1, the query itself excluded), averaged over the queries. The ranking is the exact
     search's (:func:`net.neighbours.squared_distances`, ties broken by the lower gallery
     index); only the ranks of the relevant items are computed, from one sort of each query's
-    distances, in chunks of queries holding about 80 MB (9 s for 8,131 x 1536 embeddings on
-    2 CPU cores, most of it the distance products).
+    distances, in chunks of queries holding about 80 MB (most of the time goes to the distance
+    products).
 
     Args:
         embeddings: Gallery embeddings, shape (N, D).

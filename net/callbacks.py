@@ -78,15 +78,22 @@ class ValidationMetrics(keras.callbacks.Callback):
     Args:
         validate: function returning ``{name: value}`` for the current model.
         prefix: prefix of the logged names.
+        guard: the run's :class:`NaNGuard`; an epoch it stopped is not validated.
     """
 
-    def __init__(self, validate: Callable[[keras.Model], dict[str, float]], prefix: str = "val_"):
+    def __init__(
+        self,
+        validate: Callable[[keras.Model], dict[str, float]],
+        prefix: str = "val_",
+        guard: NaNGuard | None = None,
+    ):
         super().__init__()
         self.validate = validate
         self.prefix = prefix
+        self.guard = guard
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is None or getattr(self.model, "stop_training_nan", False):
+        if logs is None or (self.guard is not None and self.guard.diverged):
             return
         for name, value in self.validate(self.model).items():
             logs[f"{self.prefix}{name}"] = float(value)
@@ -218,7 +225,11 @@ class NaNGuard(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.failure = {"epoch": self.epoch + 1, "batch": batch + 1, "loss": float(loss)}
             self.model.stop_training = True
-            self.model.stop_training_nan = True
+
+    @property
+    def diverged(self) -> bool:
+        """Whether a batch loss was not finite (training was then stopped)."""
+        return self.failure is not None
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -238,6 +249,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         state: the state read from a previous, interrupted run, to continue its counters.
         components: callbacks whose own state (``get_state``/``set_state``, e.g.
             :class:`ResumablePlateau`) is saved with the run's, by name.
+        guard: the run's :class:`NaNGuard`; an epoch it stopped is not committed.
 
     Raises:
         RunSaveError: (from ``on_epoch_end``) the disk is too full for the save, or a write
@@ -252,9 +264,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         patience: int = 0,
         state: dict[str, Any] | None = None,
         components: dict[str, Any] | None = None,
+        guard: NaNGuard | None = None,
     ):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.guard = guard
         self.monitor = monitor
         self.patience = patience
         self.components = components or {}
@@ -273,7 +287,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         number = epoch + 1
         log_path = self.run_dir / LOG_FILE
         loss = logs.get("loss")
-        diverged = getattr(self.model, "stop_training_nan", False) or (
+        diverged = (self.guard is not None and self.guard.diverged) or (
             loss is not None and not math.isfinite(float(loss))
         )
         if diverged:  # Logged so the failure shows, never committed.

@@ -56,13 +56,13 @@ class _GlobalPooling2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.keepdims = bool(keepdims)
 
-    def call(self, inputs):  # noqa: D102
+    def call(self, inputs):
         return self._reduce(inputs, axis=(1, 2), keepdims=self.keepdims)
 
-    def compute_output_shape(self, input_shape):  # noqa: D102
+    def compute_output_shape(self, input_shape):
         return _global_pool_output_shape(input_shape, self.keepdims)
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "keepdims": self.keepdims}
 
 
@@ -131,7 +131,7 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.keepdims = bool(keepdims)
 
-    def build(self, input_shape):  # noqa: D102
+    def build(self, input_shape):
         self.p = self.add_weight(
             name="p",
             shape=(),
@@ -140,7 +140,7 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
         )
         super().build(input_shape)
 
-    def call(self, inputs):  # noqa: D102
+    def call(self, inputs):
         p = ops.cast(self.p, inputs.dtype)
         x = ops.maximum(inputs, ops.cast(self.epsilon, inputs.dtype))
         scale = ops.stop_gradient(ops.max(x, axis=(1, 2), keepdims=True))
@@ -150,10 +150,10 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
             out = ops.squeeze(out, axis=(1, 2))
         return out
 
-    def compute_output_shape(self, input_shape):  # noqa: D102
+    def compute_output_shape(self, input_shape):
         return _global_pool_output_shape(input_shape, self.keepdims)
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "p": self.initial_p,
@@ -192,15 +192,15 @@ class L2Normalization(keras.layers.Layer):
         self.axis = int(axis)
         self.epsilon = float(epsilon)
 
-    def call(self, inputs):  # noqa: D102
+    def call(self, inputs):
         squared_norm = ops.sum(ops.square(inputs), axis=self.axis, keepdims=True)
         eps = ops.cast(self.epsilon, inputs.dtype)
         return inputs * ops.rsqrt(ops.maximum(squared_norm, eps))
 
-    def compute_output_shape(self, input_shape):  # noqa: D102
+    def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
 
 
@@ -273,16 +273,16 @@ class ImagePreprocessing(keras.layers.Layer):
             )
         return values
 
-    def call(self, inputs):  # noqa: D102
+    def call(self, inputs):
         x = ops.flip(inputs, axis=-1) if self.channel_order == "BGR" else inputs
         mean = ops.convert_to_tensor(self.mean, dtype=x.dtype)
         inv_std = ops.convert_to_tensor([1.0 / s for s in self.std], dtype=x.dtype)
         return (x * ops.cast(self.scale, x.dtype) - mean) * inv_std
 
-    def compute_output_shape(self, input_shape):  # noqa: D102
+    def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "mean": list(self.mean),

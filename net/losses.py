@@ -295,11 +295,11 @@ class BatchHardTripletLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.margin = check_margin(margin)
 
-    def call(self, y_true, y_pred):  # noqa: D102
+    def call(self, y_true, y_pred):
         loss = batch_hard_triplet_loss(flatten_labels(y_true), y_pred, margin=self.margin)
         return _per_replica_vector(loss, y_pred)
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "margin": self.margin}
 
 
@@ -334,7 +334,7 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
         self.sigma = check_positive("sigma", sigma)
         self.margin = check_margin(margin)
 
-    def call(self, y_true, y_pred):  # noqa: D102
+    def call(self, y_true, y_pred):
         loss = hard_aware_point_to_set_loss(
             flatten_labels(y_true),
             y_pred,
@@ -345,7 +345,7 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
         )
         return _per_replica_vector(loss, y_pred)
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "weighting": self.weighting,
@@ -382,12 +382,12 @@ class AuxiliaryClassificationLoss(keras.losses.Loss):
         self.label_smoothing = check_smoothing(label_smoothing)
         self.temperature = check_positive("temperature", temperature)
 
-    def call(self, y_true, y_pred):  # noqa: D102
+    def call(self, y_true, y_pred):
         return _per_sample_classification_loss(
             y_true, y_pred, self.label_smoothing, self.temperature
         )
 
-    def get_config(self) -> dict[str, Any]:  # noqa: D102
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "label_smoothing": self.label_smoothing,

@@ -239,7 +239,7 @@ def fit(
             finetuning.FreezeBackbone(freeze_backbone_epochs, backbone_learning_rate_multiplier)
         )
     if validate is not None:
-        callback_list.append(run_callbacks.ValidationMetrics(validate))
+        callback_list.append(run_callbacks.ValidationMetrics(validate, guard=nan_guard))
     if images_per_step:
         # Right after the validation, whose embedding extraction it times.
         callback_list.append(
@@ -264,6 +264,7 @@ def fit(
         patience=early_stopping_patience if validate else 0,
         state=state,
         components=components,
+        guard=nan_guard,
     )
     callback_list += [
         checkpoint,  # writes log.csv's row with the state it commits
