@@ -9,12 +9,12 @@ image's header and end marker) and the metric-learning split.
 Part 2 (``--part evaluation``): Recall@1/10/100/1000, R-Precision and MAP@R of 60,502 random
 unit embeddings of 1,536 dimensions with SOP's test classes (11,316 classes of 2-12 images), by
 ``net.analysis.retrieval_metrics`` with each search method, each in a fresh process, with its
-time, the growth of the process's peak resident memory over the evaluation, the process's
-whole peak (embeddings, Python, NumPy and what the imports load included) and tracemalloc's
-peak. The seed's way
-(``pdist`` + ``squareform`` + a full ``argsort``, see ``benchmarks/evaluation.py``) is timed on
-``--seed-num`` embeddings and extrapolated to N by N^2 (its N x N float64 matrix alone would be
-29.3 GB for SOP).
+wall and CPU time (all threads: on a busy machine, CPU seconds / cores estimates the wall time
+on idle cores), the growth of the process's peak resident memory over the evaluation, the
+process's whole peak (embeddings, Python, NumPy and what the imports load included) and
+tracemalloc's peak. The seed's way (``pdist`` + ``squareform`` + a full ``argsort``, see
+``benchmarks/evaluation.py``) is timed on ``--seed-num`` embeddings and extrapolated to N by
+N^2 (its N x N float64 matrix alone would be 29.3 GB for SOP).
 
     python -m benchmarks.sop [--quick] [--part check|evaluation|all] [--num N] [--methods ...]
 """
@@ -128,9 +128,9 @@ def measure_one(method: str, num: int, dim: int, classes: int, ks=KS) -> dict:
     values, labels = _embeddings(num, dim, classes)
     with common.PeakRSS() as rss:
         tracemalloc.start()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         metrics = retrieval_metrics(values, labels, ks, method=method)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         _, traced = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     peak_kib = common._status_kib("VmHWM")  # the block's peak: the reset is on entry
@@ -138,6 +138,7 @@ def measure_one(method: str, num: int, dim: int, classes: int, ks=KS) -> dict:
         "process_peak_mb": None if peak_kib is None else peak_kib / 1024,
         "method": method,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "rss_growth_mb": rss.growth_mb,
         "traced_mb": traced / 1e6,
         "embeddings_mb": values.nbytes / 1e6,
@@ -181,6 +182,7 @@ def run_evaluation(args) -> dict:
             [
                 f"ours: method={method!r}",
                 f"{result['seconds']:.1f}",
+                f"{result['cpu_seconds']:.1f}",
                 "-" if rss is None else f"{rss:,.0f} MB",
                 "-" if peak is None else f"{peak:,.0f} MB",
                 f"{result['traced_mb']:,.0f} MB",
@@ -195,6 +197,7 @@ def run_evaluation(args) -> dict:
         [
             f"seed: pdist + squareform + argsort ({args.seed_num:,} measured, x N^2)",
             f"~{seed_s * scale:,.0f}",
+            "-",
             f">= {seed_matrix / 1e9:,.1f} GB",
             "-",
             "-",
@@ -206,7 +209,7 @@ def run_evaluation(args) -> dict:
         f"Recall@{KS}, R-Precision, MAP@R (embeddings: {4 * args.num * args.dim / 1e6:,.0f} MB)"
     )
     header = [
-        "way", "seconds", "peak RSS growth", "process peak RSS", "tracemalloc peak",
+        "way", "seconds", "CPU seconds", "peak RSS growth", "process peak RSS", "tracemalloc peak",
         "Recall@1/10/100/1000 %",
     ]  # fmt: skip
     common.print_table(header, rows)
