@@ -121,7 +121,7 @@ def _embeddings(num: int, dim: int, classes: int):
     return values, labels
 
 
-def measure_one(method: str, num: int, dim: int, classes: int, ks=KS) -> dict:
+def measure_one(method: str, num: int, dim: int, classes: int, ks=KS, nprobe: int = 16) -> dict:
     """Runs one evaluation in this process; returns seconds, peak memory and the metrics."""
     from net.analysis import retrieval_metrics
 
@@ -129,7 +129,7 @@ def measure_one(method: str, num: int, dim: int, classes: int, ks=KS) -> dict:
     with common.PeakRSS() as rss:
         tracemalloc.start()
         start, cpu = time.perf_counter(), time.process_time()
-        metrics = retrieval_metrics(values, labels, ks, method=method)
+        metrics = retrieval_metrics(values, labels, ks, method=method, nprobe=nprobe)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         _, traced = tracemalloc.get_traced_memory()
         tracemalloc.stop()
@@ -163,7 +163,7 @@ def run_evaluation(args) -> dict:
         ks = tuple(k for k in KS if k < args.num)
         code = (
             "import json; from benchmarks.sop import measure_one; print(json.dumps(measure_one("
-            f"{method!r}, {args.num}, {args.dim}, {args.classes}, {ks})))"
+            f"{method!r}, {args.num}, {args.dim}, {args.classes}, {ks}, {args.nprobe})))"
         )
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         done = subprocess.run(
@@ -171,9 +171,11 @@ def run_evaluation(args) -> dict:
         )
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
-            rows.append([f"ours: method={method!r}", "-", "-", "-", reason[:60]])
+            print(f"method={method!r} failed: {reason}", flush=True)
+            rows.append([f"ours: method={method!r}", "-", "-", "-", "-", "-", reason[:60]])
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"method={method!r}: {json.dumps(result)}", flush=True)
         results[method] = result
         metrics = result["metrics"]
         recalls = " / ".join(f"{100 * metrics[f'recall@{k}']:.2f}" for k in KS if k < args.num)
@@ -234,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dim", type=int)
     p.add_argument("--seed-num", type=int, help="embeddings the seed's way is timed on")
     p.add_argument("--methods", default="exact,faiss,faiss_ivf")
+    p.add_argument(
+        "--nprobe", type=int, default=64, help="IVF cells scanned (enough for 1,000 neighbours)"
+    )
     p.add_argument("--root", help="where to write (and keep) the synthetic layout")
     args = common.sizes(
         p.parse_args(argv),
