@@ -130,4 +130,4 @@ def test_sop_scale_benchmark_runs_on_tiny_sizes(capsys):
     assert results["check_images"] == 1100
     recalls = [results["exact"]["metrics"][f"recall@{k}"] for k in (1, 10, 100)]
     assert recalls == sorted(recalls) and recalls[-1] > recalls[0]
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio: ")
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bounds (issue 13): ")
