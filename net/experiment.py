@@ -479,8 +479,7 @@ def evaluate(
         "num_queries": ..., "embedding_dim": ...}``, plus ``num_gallery`` for a query/gallery
         split and ``average_ranking_position`` with ``ranking``.
     """
-    with naming_undecodable_images(lambda: records.paths.tolist(), config.data):
-        embeddings, labels = embed(net, records, config.data, progress)
+    embeddings, labels = embed(net, records, config.data, progress)
     return split_metrics(records, embeddings, labels, config, ranking=ranking)
 
 
@@ -525,16 +524,21 @@ def split_metrics(
 def embed(
     net: keras.Model, records: data.Records, config: DataConfig, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and labels of every image of a split, in order."""
-    return inference.embed_records(
-        net,
-        records,
-        image_size=config.image_size,
-        crop_mode=config.crop,
-        batch_size=config.eval_batch_size,
-        cache=config.cache,
-        progress=progress,
-    )
+    """Embeddings and labels of every image of a split, in order.
+
+    Raises:
+        net.data.DataError: naming an image TensorFlow cannot decode.
+    """
+    with naming_undecodable_images(lambda: records.paths.tolist(), config):
+        return inference.embed_records(
+            net,
+            records,
+            image_size=config.image_size,
+            crop_mode=config.crop,
+            batch_size=config.eval_batch_size,
+            cache=config.cache,
+            progress=progress,
+        )
 
 
 def evaluate_query_gallery(

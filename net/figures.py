@@ -47,6 +47,7 @@ def training_batches(
     """
     output_dir = Path(output_dir)
     splits = experiment.load_splits(config.data)
+    experiment.check_batches_fit(splits, config.data)
     settings = config.data.augmentation
     shape = {
         "classes_per_batch": config.data.classes_per_batch,

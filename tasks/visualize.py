@@ -58,9 +58,13 @@ def visualize_data(
     """Training batches as the pipeline delivers them, and each configured augmentation alone."""
     config = load(config_path, profile, set_)
     from net import figures
+    from net.data import DataError
 
     out = _output_dir(config, output_dir)
-    page = figures.training_batches(config, out, num_batches=int(batches), seed=int(seed))
+    try:
+        page = figures.training_batches(config, out, num_batches=int(batches), seed=int(seed))
+    except DataError as error:
+        fail(f"Figure stopped: {error}")
     print(f"Wrote {page}")
 
 

@@ -291,3 +291,19 @@ def test_a_jpeg_corrupt_inside_its_data_is_named_when_training_stops(
         f"Training stopped: {bad}: not a decodable image (TensorFlow: jpeg::Uncompress failed"
     )
     assert "data.decode_check: true" in error
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("data.root=nowhere", "Annotation file not found"),
+        ("data.classes_per_batch=3", "data.classes_per_batch: P = 3 classes per batch"),
+    ],
+)
+def test_visualize_data_stops_in_one_line(demo_dataset_root, tmp_path, capsys, setting, message):
+    config = _config(tmp_path, demo_dataset_root, tmp_path / "runs")
+    code = failing_task("visualize.visualize-data", "--config-path", str(config),
+                        "--profile", "demo", "--set", setting)  # fmt: skip
+    assert code == 1
+    error = _one_line_error(capsys)
+    assert error.startswith("Figure stopped: ") and message in error
