@@ -314,15 +314,7 @@ def metrics_from_matches(table: MatchTable, ks: Iterable[int] = DEFAULT_KS) -> d
 
 
 def recall_at_k(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    ks: Iterable[int] = DEFAULT_KS,
-    *,
-    query_embeddings: np.ndarray | None = None,
-    query_labels: np.ndarray | None = None,
-    block_size: int = 1024,
-    method: str = "exact",
-    nprobe: int = 16,
+    embeddings: np.ndarray, labels: np.ndarray, ks: Iterable[int] = DEFAULT_KS, **search: Any
 ) -> dict[int, float]:
     """Recall@K: fraction of queries with a same-label item among their K nearest neighbours.
 
@@ -332,13 +324,8 @@ def recall_at_k(
         embeddings: Gallery embeddings, shape (N, D).
         labels: Gallery labels, shape (N,) (any comparable dtype).
         ks: The Ks to report.
-        query_embeddings: Separate queries, shape (M, D); None makes every gallery item a query,
-            excluded from its own neighbours by index.
-        query_labels: Labels (M,) of the separate queries.
-        block_size: Queries per block of the nearest-neighbour search.
-        method: Neighbour search: ``"exact"``, ``"faiss"`` (exact, FAISS) or
-            ``"faiss_ivf"`` (approximate); see :func:`net.neighbours.nearest_neighbours`.
-        nprobe: IVF cells scanned per query (``"faiss_ivf"`` only).
+        **search: The search options of :func:`retrieval_metrics` (``query_embeddings``,
+            ``query_labels``, ``block_size``, ``method``, ``nprobe``).
 
     Returns:
         ``{k: recall}`` for each K, ascending, values in [0, 1].
@@ -347,30 +334,11 @@ def recall_at_k(
         ValueError: On malformed inputs or a K larger than the gallery allows.
     """
     ks = _validate_ks(ks)
-    table = match_table(
-        embeddings,
-        labels,
-        min_k=ks[-1],
-        up_to_r=False,
-        query_embeddings=query_embeddings,
-        query_labels=query_labels,
-        block_size=block_size,
-        method=method,
-        nprobe=nprobe,
-    )
+    table = match_table(embeddings, labels, min_k=ks[-1], up_to_r=False, **search)
     return recall_at_k_from_matches(table.matches, ks)
 
 
-def precision_at_1(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    *,
-    query_embeddings: np.ndarray | None = None,
-    query_labels: np.ndarray | None = None,
-    block_size: int = 1024,
-    method: str = "exact",
-    nprobe: int = 16,
-) -> float:
+def precision_at_1(embeddings: np.ndarray, labels: np.ndarray, **search: Any) -> float:
     """Precision@1: fraction of queries whose nearest neighbour shares their label.
 
     Args and Raises as in :func:`recall_at_k`.
@@ -378,29 +346,10 @@ def precision_at_1(
     Returns:
         Precision@1 in [0, 1].
     """
-    table = match_table(
-        embeddings,
-        labels,
-        up_to_r=False,
-        query_embeddings=query_embeddings,
-        query_labels=query_labels,
-        block_size=block_size,
-        method=method,
-        nprobe=nprobe,
-    )
-    return precision_at_1_from_matches(table.matches)
+    return precision_at_1_from_matches(match_table(embeddings, labels, up_to_r=False, **search)[0])
 
 
-def r_precision(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    *,
-    query_embeddings: np.ndarray | None = None,
-    query_labels: np.ndarray | None = None,
-    block_size: int = 1024,
-    method: str = "exact",
-    nprobe: int = 16,
-) -> float:
+def r_precision(embeddings: np.ndarray, labels: np.ndarray, **search: Any) -> float:
     """Mean R-Precision: the fraction of relevant items among each query's R nearest.
 
     R is the number of gallery items sharing the query's label (not counting the query itself).
@@ -410,28 +359,10 @@ def r_precision(
     Returns:
         R-Precision in [0, 1].
     """
-    table = match_table(
-        embeddings,
-        labels,
-        query_embeddings=query_embeddings,
-        query_labels=query_labels,
-        block_size=block_size,
-        method=method,
-        nprobe=nprobe,
-    )
-    return r_precision_from_matches(table.matches, table.num_relevant)
+    return r_precision_from_matches(*match_table(embeddings, labels, **search)[:2])
 
 
-def map_at_r(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    *,
-    query_embeddings: np.ndarray | None = None,
-    query_labels: np.ndarray | None = None,
-    block_size: int = 1024,
-    method: str = "exact",
-    nprobe: int = 16,
-) -> float:
+def map_at_r(embeddings: np.ndarray, labels: np.ndarray, **search: Any) -> float:
     """Mean Average Precision at R (Musgrave et al. 2020).
 
     For one query: (1/R) * sum_{i=1..R} P(i) * rel(i), with P(i) the precision among the first i
@@ -442,16 +373,7 @@ def map_at_r(
     Returns:
         MAP@R in [0, 1].
     """
-    table = match_table(
-        embeddings,
-        labels,
-        query_embeddings=query_embeddings,
-        query_labels=query_labels,
-        block_size=block_size,
-        method=method,
-        nprobe=nprobe,
-    )
-    return map_at_r_from_matches(table.matches, table.num_relevant)
+    return map_at_r_from_matches(*match_table(embeddings, labels, **search)[:2])
 
 
 def average_ranking_position(
