@@ -2,25 +2,24 @@
 
 from invoke import task
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load, model_for_task
+from tasks.common import (
+    config_task,
+    fail,
+    load,
+    model_for_task,
+)
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "model_path": "a saved .keras model or a run directory (its best.keras); several, "
-        "comma-separated, are compared in one table (default: the newest run under output.root "
-        "with a best.keras)",
-        "split": "the split to evaluate on: test (default), val or train",
-        "queries": "CSV manifest of a separate query set (In-shop style); needs --gallery",
-        "gallery": "CSV manifest of the gallery searched by --queries",
-        "output_path": "JSON file to write (default: analysis.json beside the first model)",
-        "ranking": "also the average ranking position, the seed's metric (default; "
-        "--no-ranking skips its ranking of the whole gallery, slow on SOP-scale sets)",
-    },
+@config_task(
+    model_path="a saved .keras model or a run directory (its best.keras); several, "
+    "comma-separated, are compared in one table (default: the newest run under output.root "
+    "with a best.keras)",
+    split="the split to evaluate on: test (default), val or train",
+    queries="CSV manifest of a separate query set (In-shop style); needs --gallery",
+    gallery="CSV manifest of the gallery searched by --queries",
+    output_path="JSON file to write (default: analysis.json beside the first model)",
+    ranking="also the average ranking position, the seed's metric (default; "
+    "--no-ranking skips its ranking of the whole gallery, slow on SOP-scale sets)",
 )
 def analyze_model_performance(
     c,
@@ -77,17 +76,11 @@ def analyze_model_performance(
         fail("\n".join(f"Analysis stopped: {error}" for error in errors))
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "model_path": "a run directory (its best.keras) or a saved .keras model (default: the "
-        "newest run under output.root with a best.keras)",
-        "output_dir": "folder to write (default: the run's tensorboard/projector)",
-        "thumbnail_size": "side of the sprite's thumbnails in pixels (smaller for large sets)",
-    },
+@config_task(
+    model_path="a run directory (its best.keras) or a saved .keras model (default: the "
+    "newest run under output.root with a best.keras)",
+    output_dir="folder to write (default: the run's tensorboard/projector)",
+    thumbnail_size="side of the sprite's thumbnails in pixels (smaller for large sets)",
 )
 def export_embeddings(
     c,

@@ -21,40 +21,36 @@ def _run(c, name: str, quick: bool, args: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-@task(help=_HELP)
-def pipeline(c, quick=False, args=""):
-    """Input pipeline: net.pipeline.train_dataset vs cv2 + np.pad in from_generator."""
-    _run(c, "pipeline", quick, args)
+def _benchmark_task(name: str, summary: str):
+    """The ``bench.<name>`` task: runs ``benchmarks/<name>.py`` in its own process."""
+
+    def run(c, quick=False, args=""):
+        _run(c, name, quick, args)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = summary
+    return task(help=_HELP, name=name)(run)
 
 
-@task(help=_HELP)
-def loss(c, quick=False, args=""):
-    """Loss: Gram-matrix batch-hard triplet vs the repeat/tile B x B x D approach."""
-    _run(c, "loss", quick, args)
-
-
-@task(help=_HELP)
-def evaluation(c, quick=False, args=""):
-    """Evaluation: blocked Recall@K vs pdist + squareform + argsort; a 100k run (--faiss too)."""
-    _run(c, "evaluation", quick, args)
-
-
-@task(help=_HELP)
-def embedding(c, quick=False, args=""):
-    """Embedding extraction: compute_embeddings vs model.predict per batch."""
-    _run(c, "embedding", quick, args)
-
-
-@task(help=_HELP)
-def training(c, quick=False, args=""):
-    """Training: fit on the real pipeline vs a bare step on in-memory tensors (images/s)."""
-    _run(c, "training", quick, args)
-
-
-@task(help=_HELP)
-def sop(c, quick=False, args=""):
-    """SOP scale: data.check on 120,053 records; 60,502 x 1536 evaluation (exact and FAISS)."""
-    _run(c, "sop", quick, args)
+pipeline = _benchmark_task(
+    "pipeline", "Input pipeline: net.pipeline.train_dataset vs cv2 + np.pad in from_generator."
+)
+loss = _benchmark_task(
+    "loss", "Loss: Gram-matrix batch-hard triplet vs the repeat/tile B x B x D approach."
+)
+evaluation = _benchmark_task(
+    "evaluation",
+    "Evaluation: blocked Recall@K vs pdist + squareform + argsort; a 100k run (--faiss too).",
+)
+embedding = _benchmark_task(
+    "embedding", "Embedding extraction: compute_embeddings vs model.predict per batch."
+)
+training = _benchmark_task(
+    "training", "Training: fit on the real pipeline vs a bare step on in-memory tensors (images/s)."
+)
+sop = _benchmark_task(
+    "sop", "SOP scale: data.check on 120,053 records; 60,502 x 1536 evaluation (exact and FAISS)."
+)
 
 
 @task(name="all", help={"quick": _HELP["quick"]})

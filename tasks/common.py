@@ -16,6 +16,22 @@ SET_HELP = (
 )
 
 
+def config_task(iterable: tuple[str, ...] = (), **help: str):
+    """``@task`` for a task that reads the configuration.
+
+    ``--config-path``, ``--profile`` and a repeatable ``--set`` are documented, plus the task's
+    own ``help`` (which may reword those three).
+
+    Args:
+        iterable: more repeatable options besides ``--set``.
+        **help: help of the task's other options (and rewordings of the three).
+    """
+    from invoke import task
+
+    documented = {"config_path": CONFIG_HELP, "profile": PROFILE_HELP, "set_": SET_HELP}
+    return task(iterable=[*iterable, "set_"], help={**documented, **help})
+
+
 def load(
     config_path: str,
     profile: str | None,

@@ -1,18 +1,9 @@
 """Data sets: the generated demo data, and checks of a configured data set."""
 
-from invoke import task
-
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
+from tasks.common import PROFILE_HELP, config_task, fail, load
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP + " (default: demo)",
-        "set_": SET_HELP,
-    },
-)
+@config_task(profile=PROFILE_HELP + " (default: demo)")
 def generate_demo(c, config_path="config.yaml", profile="demo", set_=None):
     """Write the synthetic demo data set (Cars196 file format) to the profile's data.root.
 
@@ -25,9 +16,7 @@ def generate_demo(c, config_path="config.yaml", profile="demo", set_=None):
     print(f"Demo data set in {root}")
 
 
-@task(
-    help={"config_path": CONFIG_HELP, "profile": PROFILE_HELP, "set_": SET_HELP}, iterable=["set_"]
-)
+@config_task()
 def check(c, config_path="config.yaml", profile=None, set_=None):
     """Check every file of the configured data set; print split sizes beside the official ones."""
     config = load(config_path, profile, set_)

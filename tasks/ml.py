@@ -1,19 +1,11 @@
 """Training."""
 
-from invoke import task
-
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
+from tasks.common import SET_HELP, config_task, fail, load
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "run_dir": "run directory; an interrupted run given here resumes (default: a new one "
-        "under output.root)",
-    },
+@config_task(
+    run_dir="run directory; an interrupted run given here resumes (default: a new one "
+    "under output.root)",
 )
 def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     """Train the configured model; writes models, logs and test metrics to the run directory."""
@@ -39,17 +31,11 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     print(f"Models, logs and metrics.json are in {run_dir}")
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "start": "first learning rate (default 1e-7)",
-        "end": "last learning rate (default 1)",
-        "steps": "batches, one learning rate each, growing exponentially (default 100)",
-        "output_dir": "where lr_finder.png/.html/.csv go (default: <output.root>/lr_finder)",
-    },
+@config_task(
+    start="first learning rate (default 1e-7)",
+    end="last learning rate (default 1)",
+    steps="batches, one learning rate each, growing exponentially (default 100)",
+    output_dir="where lr_finder.png/.html/.csv go (default: <output.root>/lr_finder)",
 )
 def find_lr(
     c,
@@ -89,22 +75,18 @@ def find_lr(
     print(f"Plot: {page} (and lr_finder.png, lr_finder.csv beside it)")
 
 
-@task(
-    iterable=["grid", "set_"],
-    help={
-        "grid": "KEY=V1,V2,... : one key of the grid and its values (YAML); repeatable, every "
-        "combination is trained, e.g. --grid model.descriptors=S,M,G --grid "
-        "loss.auxiliary_weight=0,1",
-        "grid_file": "YAML file of the grid instead of (or besides) --grid: {dotted key: [values]}",
-        "name": "the sweep's folder under <output.root>/sweeps/ (default: the grid's keys)",
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP + "; applies to every run",
-        "parallel": "runs at once (default 1); each sees one GPU via CUDA_VISIBLE_DEVICES",
-        "print_commands": "print each run's ml.train command line (for a Slurm array or "
-        "xargs -P), one a line, and write the sweep's record; train nothing",
-        "retry_failed": "run again the runs that failed in an earlier start",
-    },
+@config_task(
+    iterable=("grid",),
+    grid="KEY=V1,V2,... : one key of the grid and its values (YAML); repeatable, every "
+    "combination is trained, e.g. --grid model.descriptors=S,M,G --grid "
+    "loss.auxiliary_weight=0,1",
+    grid_file="YAML file of the grid instead of (or besides) --grid: {dotted key: [values]}",
+    name="the sweep's folder under <output.root>/sweeps/ (default: the grid's keys)",
+    set_=SET_HELP + "; applies to every run",
+    parallel="runs at once (default 1); each sees one GPU via CUDA_VISIBLE_DEVICES",
+    print_commands="print each run's ml.train command line (for a Slurm array or "
+    "xargs -P), one a line, and write the sweep's record; train nothing",
+    retry_failed="run again the runs that failed in an earlier start",
 )
 def sweep(
     c,

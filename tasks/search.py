@@ -1,8 +1,8 @@
 """Image search with a trained model: index a folder of images, then query it with an image."""
 
-from invoke import task
+from tasks.common import CONFIG_HELP, config_task, fail, load
 
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load
+OPTIONAL_CONFIG_HELP = CONFIG_HELP + "; optional: defaults apply when config.yaml is absent"
 
 DEFAULT_CONFIG = "config.yaml"
 DEFAULT_INDEX_NAME = ".cgd_index.npz"
@@ -29,25 +29,20 @@ def _positive_int(name, value):
     return number
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "model_path": "a saved .keras model or a run directory (its best.keras); default: the "
-        "newest run under output.root with a best.keras",
-        "images": "folder of images to index, searched recursively (jpg, jpeg, png, bmp)",
-        "index_path": f"index file to write (default: <images>/{DEFAULT_INDEX_NAME})",
-        "image_size": "input side in pixels (default: the model's input size)",
-        "batch_size": "images per batch (default: data.eval_batch_size of the configuration, "
-        "or 64 without one)",
-        "crop_mode": "none (plain resize) or pad (pad to a square first); default: the data.crop "
-        "of the model's run (else of the configuration), where bbox means none (folder images "
-        "have no boxes)",
-        "skip_bad": "leave unreadable images out (and say how many) instead of stopping "
-        "(also on when the configuration sets data.skip_bad_images)",
-        "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-    },
+@config_task(
+    model_path="a saved .keras model or a run directory (its best.keras); default: the "
+    "newest run under output.root with a best.keras",
+    images="folder of images to index, searched recursively (jpg, jpeg, png, bmp, gif, webp)",
+    index_path=f"index file to write (default: <images>/{DEFAULT_INDEX_NAME})",
+    image_size="input side in pixels (default: the model's input size)",
+    batch_size="images per batch (default: data.eval_batch_size of the configuration, "
+    "or 64 without one)",
+    crop_mode="none (plain resize) or pad (pad to a square first); default: the data.crop "
+    "of the model's run (else of the configuration), where bbox means none (folder images "
+    "have no boxes)",
+    skip_bad="leave unreadable images out (and say how many) instead of stopping "
+    "(also on when the configuration sets data.skip_bad_images)",
+    config_path=OPTIONAL_CONFIG_HELP,
 )
 def index(
     c,
@@ -104,20 +99,15 @@ def index(
     print(f"Wrote {output}")
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "index": "index file written by search.index",
-        "image": "the query image",
-        "model_path": "a saved .keras model or a run directory (default: the model recorded "
-        "in the index); must be the model the index was built with",
-        "top_k": "number of nearest images to show",
-        "output_path": "figure to write (default: <output.root>/search/<image name>.png, "
-        "runs/search/ without a configuration)",
-        "config_path": CONFIG_HELP + "; optional: defaults apply when config.yaml is absent",
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-    },
+@config_task(
+    index="index file written by search.index",
+    image="the query image",
+    model_path="a saved .keras model or a run directory (default: the model recorded "
+    "in the index); must be the model the index was built with",
+    top_k="number of nearest images to show",
+    output_path="figure to write (default: <output.root>/search/<image name>.png, "
+    "runs/search/ without a configuration)",
+    config_path=OPTIONAL_CONFIG_HELP,
 )
 def query(
     c,

@@ -1,8 +1,6 @@
 """Figures: training batches, rankings, training curves (PNG files and one HTML page each)."""
 
-from invoke import task
-
-from tasks.common import CONFIG_HELP, PROFILE_HELP, SET_HELP, fail, load, model_for_task
+from tasks.common import config_task, fail, load, model_for_task
 
 MODEL_HELP = (
     "a saved .keras model or a run directory (its best.keras); default: the newest run under "
@@ -41,16 +39,10 @@ def _model_figure(config, model_path, set_, output_dir, draw):
     print(f"Wrote {page}")
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "batches": "number of training batches to draw",
-        "output_dir": OUTPUT_HELP,
-        "seed": "seed of the batch sampling and augmentation",
-    },
+@config_task(
+    batches="number of training batches to draw",
+    output_dir=OUTPUT_HELP,
+    seed="seed of the batch sampling and augmentation",
 )
 def visualize_data(
     c, config_path="config.yaml", profile=None, batches=2, output_dir=None, seed=0, set_=None
@@ -68,17 +60,11 @@ def visualize_data(
     print(f"Wrote {page}")
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "model_path": MODEL_HELP,
-        "batches": "number of evaluation batches",
-        "output_dir": MODEL_OUTPUT_HELP,
-        "seed": "seed of the query choice",
-    },
+@config_task(
+    model_path=MODEL_HELP,
+    batches="number of evaluation batches",
+    output_dir=MODEL_OUTPUT_HELP,
+    seed="seed of the query choice",
 )
 def visualize_predictions_on_batches(
     c,
@@ -102,18 +88,12 @@ def visualize_predictions_on_batches(
     _model_figure(config, model_path, set_, output_dir, draw)
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "model_path": MODEL_HELP,
-        "queries": "number of random queries",
-        "top_k": "neighbours shown per query",
-        "output_dir": MODEL_OUTPUT_HELP,
-        "seed": "seed of the query choice",
-    },
+@config_task(
+    model_path=MODEL_HELP,
+    queries="number of random queries",
+    top_k="neighbours shown per query",
+    output_dir=MODEL_OUTPUT_HELP,
+    seed="seed of the query choice",
 )
 def visualize_predictions_on_dataset(
     c,
@@ -138,15 +118,9 @@ def visualize_predictions_on_dataset(
     _model_figure(config, model_path, set_, output_dir, draw)
 
 
-@task(
-    iterable=["set_"],
-    help={
-        "config_path": CONFIG_HELP,
-        "profile": PROFILE_HELP,
-        "set_": SET_HELP,
-        "run_dir": "the run directory (default: the newest run under output.root)",
-        "output_dir": "output folder (default: the run directory)",
-    },
+@config_task(
+    run_dir="the run directory (default: the newest run under output.root)",
+    output_dir="output folder (default: the run directory)",
 )
 def visualize_training(
     c, config_path="config.yaml", profile=None, run_dir=None, output_dir=None, set_=None
