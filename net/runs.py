@@ -83,10 +83,13 @@ class ModelChoice:
     newest: bool = False
 
     def describe(self) -> str:
-        """One line saying which model is used and why."""
-        if self.newest:
-            return f"Model: {self.path} (the newest run with a {BEST_MODEL})"
-        return f"Model: {self.path}"
+        """One line saying which model is used, why, and whether its run is unfinished."""
+        notes = [f"the newest run with a {BEST_MODEL}"] if self.newest else []
+        status = run_status(self.run_dir) if self.run_dir is not None else None
+        if status in (RUN_IN_PROGRESS, RUN_FAILED):
+            state = "failed" if status == RUN_FAILED else "is in progress"
+            notes.append(f"its run {state}: the best model so far")
+        return f"Model: {self.path}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def make_run_dir(output_root: str | os.PathLike, name: str | None = None) -> Path:

@@ -155,3 +155,17 @@ class _Strategy:
 )
 def test_worker_run_dir_only_the_chief_writes_the_run(resolver, expected):
     assert runs.worker_run_dir(_Strategy(resolver), Path("run")) == Path(expected)
+
+
+def test_the_model_line_says_when_its_run_is_unfinished(tmp_path):
+    """A run with a best.keras counts as a trained model even while it is in progress or after
+    it failed (its best model so far), and the line says so."""
+    run = _run(tmp_path, "run", model=True)
+    runs.mark_run(run, runs.RUN_FAILED, "No space left on device")
+    line = runs.choose_model(None, tmp_path).describe()
+    assert line == (
+        f"Model: {run / 'best.keras'} (the newest run with a best.keras; its run failed: "
+        "the best model so far)"
+    )
+    runs.mark_run(run, runs.RUN_COMPLETE)
+    assert runs.choose_model(run, tmp_path).describe() == f"Model: {run / 'best.keras'}"
