@@ -276,10 +276,7 @@ def load_config(
             invalid; the message names the file and the key.
     """
     path = Path(path)
-    raw = read_raw(path, profile)
-    for override in overrides:
-        key, value = parse_override(override)
-        raw = apply_override(raw, key, value, source=f"{path}: --set {override}")
+    raw = read_raw(path, profile, overrides)
     source = f"{path}" + (f" (profile {profile})" if profile else "")
     if overrides:
         source += " with --set " + " ".join(overrides)
@@ -294,8 +291,12 @@ def load_config(
     return dataclasses.replace(config, data=data, output=output, model=model)
 
 
-def read_raw(path: str | os.PathLike, profile: str | None = None) -> dict[str, Any]:
-    """Reads a configuration file as plain data, with a profile's overlay merged in.
+def read_raw(
+    path: str | os.PathLike,
+    profile: str | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> dict[str, Any]:
+    """Reads a configuration file as plain data, with a profile's overlay and overrides merged in.
 
     Nothing is validated beyond the file's structure; :func:`load_config` builds the typed
     configuration from this. For readers that need a few keys only (``docker.run``'s roots).
@@ -303,13 +304,16 @@ def read_raw(path: str | os.PathLike, profile: str | None = None) -> dict[str, A
     Args:
         path: the YAML file.
         profile: name of an overlay under the file's ``profiles`` key, or ``None``.
+        overrides: ``KEY=VALUE`` strings (see :func:`parse_override`), applied in order after
+            the profile; their keys are checked, their values are not.
 
     Returns:
-        The top-level mapping without ``profiles``, the overlay merged.
+        The top-level mapping without ``profiles``, the overlay and overrides merged.
 
     Raises:
-        ConfigError: the file is missing or not YAML, not a mapping, or the profile is unknown;
-            the message names the file.
+        ConfigError: the file is missing or not YAML, not a mapping, the profile is unknown, or
+            an override is malformed or names a key the configuration lacks; the message names
+            the file.
     """
     path = Path(path)
     try:
@@ -333,6 +337,9 @@ def read_raw(path: str | os.PathLike, profile: str | None = None) -> dict[str, A
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(f"{path}: unknown profile {profile!r} (profiles: {known})")
         raw = _merge(raw, profiles[profile], f"{path}: profiles.{profile}")
+    for override in overrides:
+        key, value = parse_override(override)
+        raw = apply_override(raw, key, value, source=f"{path}: --set {override}")
     return raw
 
 

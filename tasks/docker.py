@@ -26,6 +26,7 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from invoke import Context, task
@@ -87,7 +88,11 @@ def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None) -> tuple[str, str]:
+def read_mount_roots(
+    config_path: str | os.PathLike,
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+) -> tuple[str, str]:
     """Reads ``data.root`` and ``output.root`` from the configuration file.
 
     The file is read by :func:`net.config.read_raw` (the same reader and profile overlay as the
@@ -97,10 +102,11 @@ def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None)
     Args:
         config_path: The YAML configuration file.
         profile: Name of an overlay under the file's ``profiles`` key, or None.
+        overrides: ``KEY=VALUE`` overrides applied after the profile (``--set``).
 
     Returns:
-        ``(data_root, output_root)`` as written in the file; relative paths are relative to the
-        file's folder.
+        ``(data_root, output_root)`` as written in the file (or an override); relative paths
+        are relative to the file's folder.
 
     Raises:
         ValueError: If the file is missing or not YAML (:class:`net.config.ConfigError`), the
@@ -109,8 +115,10 @@ def read_mount_roots(config_path: str | os.PathLike, profile: str | None = None)
     from net.config import read_raw
 
     path = Path(config_path)
-    config = read_raw(path, profile)
+    config = read_raw(path, profile, overrides)
     where = f"{path}" + (f" (profile {profile})" if profile else "")
+    if overrides:
+        where += " with --set " + " ".join(overrides)
     roots = []
     for section in ("data", "output"):
         key = f"{section}.root"
@@ -214,7 +222,10 @@ class Mount:
 
 
 def config_mounts(
-    config_path: str | os.PathLike, profile: str | None = None, data_read_only: bool = True
+    config_path: str | os.PathLike,
+    profile: str | None = None,
+    data_read_only: bool = True,
+    overrides: Sequence[str] = (),
 ) -> list[Mount]:
     """The data root, output root and configuration file, as the container must see them.
 
@@ -222,6 +233,7 @@ def config_mounts(
         config_path: The YAML configuration file on the host.
         profile: Profile whose overlay of the roots applies, or None.
         data_read_only: Mount the data root read-only.
+        overrides: ``KEY=VALUE`` overrides applied after the profile (``--set``).
 
     Returns:
         Mounts of the data root, the output root and the configuration file (read-only).
@@ -229,7 +241,7 @@ def config_mounts(
     Raises:
         ValueError: See :func:`read_mount_roots` and :func:`container_path`.
     """
-    data_root, output_root = read_mount_roots(config_path, profile)
+    data_root, output_root = read_mount_roots(config_path, profile, overrides)
     config_dir = Path(os.path.abspath(config_path)).parent
     config_target = container_config_path(config_path)
     target_dir = posixpath.dirname(config_target)
@@ -398,10 +410,14 @@ def build_app_container(
 
 
 @task(
+    iterable=["set_"],
     help={
         "config-path": "YAML configuration whose data.root and output.root are mounted "
         "(default: config.yaml).",
         "profile": "Profile of the configuration whose roots to mount, e.g. 'demo'.",
+        "set": "Override a key of the configuration, KEY=VALUE (repeatable), e.g. "
+        "data.root=/data/cars196: the roots mounted follow it; pass the same --set to the task "
+        "you run.",
         "gpus": "auto (all GPUs if the host has NVIDIA GPUs), all, none, or indices like 0,1.",
         "command": "Shell command to run in the container, e.g. 'invoke ml.train'; default: a "
         "shell.",
@@ -411,7 +427,7 @@ def build_app_container(
         "mount-code": "Mount the working tree at /app (read-write) instead of using the code "
         "baked into the image: code changes need no rebuild.",
         "dry-run": "Only print the docker command.",
-    }
+    },
 )
 def run(
     c: Context,
@@ -423,12 +439,13 @@ def run(
     data_read_only: bool = True,
     mount_code: bool = False,
     dry_run: bool = False,
+    set_: list[str] | None = None,
 ):
     """Run a command (or a shell) in the app container with GPUs, data and outputs mounted."""
     from invoke.exceptions import Exit
 
     try:
-        mounts = config_mounts(config_path, profile, data_read_only)
+        mounts = config_mounts(config_path, profile, data_read_only, overrides=set_ or ())
         data, output = mounts[0], mounts[1]
         if mount_code:
             mounts.insert(0, code_mount())  # first: the data, outputs and file go on top of it

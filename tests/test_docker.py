@@ -558,6 +558,16 @@ def test_relative_roots_follow_the_configuration_file_folder(host, repo, tmp_pat
     ]
     with pytest.raises(ValueError, match="unknown profile 'big' \\(profiles: small\\)"):
         docker_tasks.config_mounts(outside, profile="big")
+    # --set overrides apply after the profile, as for the training code (and checked like it).
+    moved = docker_tasks.config_mounts(
+        outside, profile="small", overrides=["data.root=/srv/cars", "output.root=out"]
+    )
+    assert [(str(m.source), m.target) for m in moved[:2]] == [
+        ("/srv/cars", "/srv/cars"),
+        (str(outside.parent / "out"), str(outside.parent / "out")),
+    ]
+    with pytest.raises(ValueError, match="--set data.rot=x: unknown key data.rot"):
+        docker_tasks.config_mounts(outside, overrides=["data.rot=x"])
     outside.write_text("data: {root: ~/cars}\noutput: {root: runs}\n")
     with pytest.raises(ValueError, match="'data.root' = '~/cars'"):
         docker_tasks.config_mounts(outside)

@@ -129,16 +129,18 @@ def test_every_task_that_reads_a_configuration_applies_set(capsys):
         name: task
         for name, task in _walk(ns)
         if "config_path" in inspect.signature(task.body).parameters
-        # docker.run only mounts data.root and output.root; the command it runs takes --set.
-        and name != "docker.run"
     }
-    assert {"ml.train", "ml.sweep", "data.check", "demo", "search.index"} <= set(reading)
+    assert {"ml.train", "ml.sweep", "data.check", "demo", "search.index", "docker.run"} <= set(
+        reading
+    )
     for name, task in reading.items():
         assert "set_" in task.iterable, name
         argv = [name, "--config-path", str(config), "--set", "model.descriptor=S"]
         for param in list(inspect.signature(task.body).parameters.values())[1:]:
             if param.default is inspect.Parameter.empty:
                 argv += [f"--{param.name.replace('_', '-')}", REQUIRED_ARGUMENTS[param.name]]
+        if name == "docker.run":
+            argv.append("--dry-run")
         assert failing_task(*argv) == 2, name
         error = capsys.readouterr().err
         assert f"{config}: --set model.descriptor=S: unknown key model.descriptor" in error, name
