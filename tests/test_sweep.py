@@ -8,6 +8,7 @@ real sweep.
 import csv
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -233,3 +234,18 @@ def test_print_commands_task_prints_one_line_per_run(capsys, tmp_path):
     record = sweep.read_record(sweep_dir)
     assert len(record["runs"]) == 14
     assert {entry["status"] for entry in record["runs"].values()} == {"pending"}
+
+
+def test_the_sweep_process_imports_no_tensorflow(tmp_path):
+    """The sweep only starts processes and reads files: TensorFlow stays in the runs."""
+    code = (
+        "import sys\n"
+        "from net import comparison, grid, sweep\n"
+        f"base = sweep.SweepBase({BASE.config_path!r}, 'demo')\n"
+        "g = grid.build_grid(['model.descriptors=S,SG'])\n"
+        f"sweep.open_sweep(base, g, {str(tmp_path)!r})\n"
+        f"comparison.write_comparison({str(tmp_path)!r})\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    assert (tmp_path / "comparison.md").read_text().count("\n") == 2 + 2  # two pending rows
