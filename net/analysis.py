@@ -40,6 +40,8 @@ import numpy as np
 from net.neighbours import (
     SEARCH_METHODS,
     as_embeddings,
+    build_faiss_index,
+    faiss_nearest_neighbours,
     nearest_neighbours,
     squared_distances,
 )
@@ -85,7 +87,7 @@ _RANKING_ENTRIES = 2**22
 _PACKED_MAX_COLUMNS = 2**17
 _COUNT_KEYS: tuple[str, ...] = ("num_queries", "num_gallery", "embedding_dim")
 
-#: Queries per chunk of the exact search in the metrics: a chunk's neighbour table (12 bytes a
+#: Queries per chunk of the search in the metrics: a chunk's neighbour table (12 bytes a
 #: neighbour) is turned into booleans before the next chunk is searched.
 _MATCH_CHUNK = 8192
 
@@ -201,24 +203,42 @@ def match_table(
         raise ValueError("no query has another item of its label in the gallery")
 
     k = max(min_k, int(num_relevant[keep].max())) if up_to_r else min_k
-    # The exact search runs in chunks of queries, each turned into its boolean matches at once:
-    # SOP's 60,502 queries x 1,000 neighbours would otherwise hold 726 MB of neighbour indices
-    # and distances. FAISS searches once (its index is built per call).
-    chunk = _MATCH_CHUNK if method == "exact" else keep.size
+    # The search runs in chunks of queries, each turned into its boolean matches at once: SOP's
+    # 60,502 queries x 1,000 neighbours would otherwise hold 726 MB of neighbour indices and
+    # distances (and FAISS several copies). FAISS builds its index once for all chunks.
+    index = None
+    if method in ("faiss", "faiss_ivf"):
+        index_type = "ivf" if method == "faiss_ivf" else "flat"
+        index = build_faiss_index(gallery, index_type=index_type, nprobe=nprobe)
     matches = np.empty((keep.size, k), dtype=bool)
-    for start in range(0, keep.size, chunk):
-        rows = keep[start : start + chunk]
-        neighbours, _ = nearest_neighbours(
-            queries[rows],
-            gallery,
-            k=k,
-            block_size=block_size,
-            # Queries taken from the gallery must not find themselves; separate ones exclude none.
-            exclude_indices=rows if query_embeddings is None else None,
-            method=method,
-            nprobe=nprobe,
+    for start in range(0, keep.size, _MATCH_CHUNK):
+        rows = keep[start : start + _MATCH_CHUNK]
+        # Queries taken from the gallery must not find themselves; separate ones exclude none.
+        exclude = rows if query_embeddings is None else None
+        if index is None:
+            neighbours, _ = nearest_neighbours(
+                queries[rows],
+                gallery,
+                k=k,
+                block_size=block_size,
+                exclude_indices=exclude,
+                method=method,
+                nprobe=nprobe,
+            )
+        else:
+            neighbours, _ = faiss_nearest_neighbours(
+                queries[rows],
+                gallery,
+                k=k,
+                index_type=index_type,
+                nprobe=nprobe,
+                exclude_self=False,
+                exclude_indices=exclude,
+                index=index,
+            )
+        matches[start : start + _MATCH_CHUNK] = (
+            gallery_labels[neighbours] == labels_q[rows][:, None]
         )
-        matches[start : start + chunk] = gallery_labels[neighbours] == labels_q[rows][:, None]
     return MatchTable(matches, num_relevant[keep], int(gallery.shape[1]))
 
 

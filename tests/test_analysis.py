@@ -341,3 +341,19 @@ def test_tables_show_the_average_ranking_position_as_a_rank():
     assert lines[3].split() == ["average_ranking_position", "(rank)", "12.35"]
     table = analysis.compare_models_table({"a": metrics})
     assert "average_ranking_position (rank)" in table and "12.35" in table
+
+
+@needs_faiss
+@pytest.mark.parametrize("method", ["faiss", "faiss_ivf"])
+def test_faiss_metrics_in_query_chunks_match_one_search(monkeypatch, method):
+    """FAISS builds its index once and searches it chunk by chunk; the metrics must be those
+    of one search of all queries (IVF included: its answers do not depend on the chunking)."""
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(60), rng.integers(2, 6, size=60))
+    data = rng.standard_normal((len(labels), 8)).astype(np.float32)
+    whole = analysis.retrieval_metrics(data, labels, ks=(1, 10), method=method, nprobe=4)
+    monkeypatch.setattr(analysis, "_MATCH_CHUNK", 9)
+    chunked = analysis.retrieval_metrics(data, labels, ks=(1, 10), method=method, nprobe=4)
+    assert chunked == whole
+    if method == "faiss":
+        assert chunked == analysis.retrieval_metrics(data, labels, ks=(1, 10))
