@@ -68,8 +68,12 @@ _MARKERS = {
     "inshop": "Eval/list_eval_partition.txt",
 }
 
-#: Problems listed one by one in a message; the rest are counted.
-_MAX_LISTED = 50
+#: What each layout's folder should hold, for the message when it is missing.
+_ARCHIVES = {
+    "cub200": "CUB_200_2011/ with images.txt and images/",
+    "sop": "Stanford_Online_Products/ with Ebay_train.txt and Ebay_test.txt",
+    "inshop": "Eval/list_eval_partition.txt and img/",
+}
 
 
 class _Problems:
@@ -96,10 +100,18 @@ def base_folder(root: str | os.PathLike, layout: str) -> Path:
 
     Returns:
         The base folder (``root`` when no sub-folder holds the marker file either).
+
+    Raises:
+        DataError: ``root`` is not a folder.
     """
     root = Path(root)
     marker = _MARKERS[layout]
-    if (root / marker).is_file() or not root.is_dir():
+    if not root.is_dir():
+        raise DataError(
+            f"Data set folder not found: {root} (expected {_ARCHIVES[layout]}; see the README, "
+            "'Obtaining and placing the data sets')"
+        )
+    if (root / marker).is_file():
         return root
     candidates = sorted(p for p in root.iterdir() if p.is_dir() and (p / marker).is_file())
     return candidates[0] if len(candidates) == 1 else root

@@ -231,3 +231,9 @@ def test_records_roles_follow_subsets_and_are_checked():
     ]
     with pytest.raises(ValueError, match="roles"):
         Records(records.paths, records.labels, records.bboxes, ("x", "y"), roles=[0, 3, 0])
+
+
+@pytest.mark.parametrize("layout", sorted(WRITERS))
+def test_missing_data_set_folder_says_what_to_place_there(tmp_path, layout):
+    with pytest.raises(DataError, match=re.escape(f"Data set folder not found: {tmp_path / 'x'}")):
+        read_dataset(layout, tmp_path / "x")
