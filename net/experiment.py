@@ -224,7 +224,8 @@ def train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str = "a
     Args:
         config: the configuration.
         run_dir: the run directory; an existing one with a saved state is resumed.
-        verbose: Keras ``fit`` verbosity.
+        verbose: ``"auto"`` (a progress bar on a terminal, one line per epoch otherwise),
+            ``"line"``, or a Keras ``fit`` verbosity (see :func:`net.training.fit`).
 
     Returns:
         The content of ``metrics.json``.
