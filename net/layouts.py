@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from net.data import (
+from net.records import (
     NO_BOX,
     ROLE_BOTH,
     ROLE_GALLERY,
