@@ -38,10 +38,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from net.neighbours import (
+    FAISS_INDEX_TYPES,
     SEARCH_METHODS,
     as_embeddings,
     build_faiss_index,
-    faiss_nearest_neighbours,
     nearest_neighbours,
     squared_distances,
 )
@@ -207,35 +207,22 @@ def match_table(
     # 60,502 queries x 1,000 neighbours would otherwise hold 726 MB of neighbour indices and
     # distances (and FAISS several copies). FAISS builds its index once for all chunks.
     index = None
-    if method in ("faiss", "faiss_ivf"):
-        index_type = "ivf" if method == "faiss_ivf" else "flat"
-        index = build_faiss_index(gallery, index_type=index_type, nprobe=nprobe)
+    if method in FAISS_INDEX_TYPES:
+        index = build_faiss_index(gallery, index_type=FAISS_INDEX_TYPES[method], nprobe=nprobe)
     matches = np.empty((keep.size, k), dtype=bool)
     for start in range(0, keep.size, _MATCH_CHUNK):
         rows = keep[start : start + _MATCH_CHUNK]
         # Queries taken from the gallery must not find themselves; separate ones exclude none.
-        exclude = rows if query_embeddings is None else None
-        if index is None:
-            neighbours, _ = nearest_neighbours(
-                queries[rows],
-                gallery,
-                k=k,
-                block_size=block_size,
-                exclude_indices=exclude,
-                method=method,
-                nprobe=nprobe,
-            )
-        else:
-            neighbours, _ = faiss_nearest_neighbours(
-                queries[rows],
-                gallery,
-                k=k,
-                index_type=index_type,
-                nprobe=nprobe,
-                exclude_self=False,
-                exclude_indices=exclude,
-                index=index,
-            )
+        neighbours, _ = nearest_neighbours(
+            queries[rows],
+            gallery,
+            k=k,
+            block_size=block_size,
+            exclude_indices=rows if query_embeddings is None else None,
+            method=method,
+            nprobe=nprobe,
+            index=index,
+        )
         matches[start : start + _MATCH_CHUNK] = (
             gallery_labels[neighbours] == labels_q[rows][:, None]
         )

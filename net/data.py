@@ -32,17 +32,10 @@ import numpy as np
 import scipy.io
 
 from net import layouts
-from net.records import (  # noqa: F401  (re-exported: the data set's types live in net.records)
-    IMAGE_SUFFIXES,
-    NO_BOX,
-    ROLE_BOTH,
-    ROLE_GALLERY,
-    ROLE_QUERY,
-    DataError,
-    Records,
-    Split,
-    is_image_name,
-)
+from net.records import IMAGE_SUFFIXES, NO_BOX, DataError, Records, Split, is_image_name
+from net.records import ROLE_BOTH as ROLE_BOTH  # re-exported (the roles live in net.records)
+from net.records import ROLE_GALLERY as ROLE_GALLERY
+from net.records import ROLE_QUERY as ROLE_QUERY
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from net.backbones import UnknownLayerError
 from net.callbacks import SELECTION_METRIC
 from net.config import Config, ConfigError, DataConfig, ModelConfig, TrainingConfig
 from net.files import atomic_write_json
+from net.records import ROLE_GALLERY, ROLE_QUERY
 from net.runs import (  # noqa: F401  (re-exported: the names the tasks and tests use)
     ModelFileError,
     RunDirectoryError,
@@ -509,8 +510,8 @@ def split_metrics(
     }
     if not records.has_query_gallery:
         return analysis.retrieval_metrics(embeddings, labels, **options)
-    query = records.roles != data.ROLE_GALLERY
-    gallery = records.roles != data.ROLE_QUERY
+    query = records.roles != ROLE_GALLERY
+    gallery = records.roles != ROLE_QUERY
     metrics = analysis.retrieval_metrics(
         embeddings[gallery],
         labels[gallery],

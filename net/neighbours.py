@@ -25,6 +25,8 @@ import numpy as np
 
 #: Neighbour-search methods of :func:`nearest_neighbours`.
 SEARCH_METHODS: tuple[str, ...] = ("exact", "faiss", "faiss_ivf")
+#: The FAISS index type of each FAISS method (see :func:`build_faiss_index`).
+FAISS_INDEX_TYPES: dict[str, str] = {"faiss": "flat", "faiss_ivf": "ivf"}
 
 # --------------------------------------------------------------------------------------------
 # Arguments and exact search
@@ -208,6 +210,7 @@ def nearest_neighbours(
     exclude_indices: np.ndarray | None = None,
     method: str = "exact",
     nprobe: int = 16,
+    index=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean k nearest neighbours, computed in blocks.
 
@@ -232,6 +235,8 @@ def nearest_neighbours(
             ``"faiss_ivf"`` (FAISS IVF-Flat, approximate); the FAISS methods ignore the block
             sizes and are implemented by :func:`faiss_nearest_neighbours`.
         nprobe: IVF cells scanned per query, for ``"faiss_ivf"`` only.
+        index: For a FAISS method, an index over the gallery built once with
+            :func:`build_faiss_index` and reused (e.g. by chunks of queries); None builds one.
 
     Returns:
         A tuple (indices (Q, k) int64 gallery indices, distances (Q, k) float32 Euclidean
@@ -250,10 +255,11 @@ def nearest_neighbours(
             queries,
             gallery,
             k=k,
-            index_type="ivf" if method == "faiss_ivf" else "flat",
+            index_type=FAISS_INDEX_TYPES[method],
             nprobe=nprobe,
             exclude_self=exclude_self,
             exclude_indices=exclude_indices,
+            index=index,
         )
     if block_size < 1 or gallery_block_size < 1:
         raise ValueError(
