@@ -537,23 +537,22 @@ def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
         return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported configuration type {hint!r} for {key}")  # a bug, not input
+    if hint not in _SCALARS:
+        raise TypeError(f"unsupported configuration type {hint!r} for {key}")  # a bug, not input
+    accepted, expected = _SCALARS[hint]
+    if not isinstance(value, accepted) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {key}: expected {expected}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+#: Scalar types of the configuration: the Python types a value may have (booleans only for
+#: ``bool``) and how an error describes them.
+_SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+}
 
 
 def _describe(hint: Any) -> str:
