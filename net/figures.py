@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from net import analysis, experiment, inference, pipeline, projector, runs, visualize
 from net.augmentation import Augmentation
@@ -19,6 +21,7 @@ from net.callbacks import SELECTION_METRIC
 from net.config import Config
 from net.data import Records, class_id
 from net.neighbours import nearest_neighbours
+from net.search import SearchError
 
 
 def _images(records: Records, indices: np.ndarray, config: Config) -> np.ndarray:
@@ -305,4 +308,96 @@ def projector_export(
         thumbnails=thumbnails,
         description=f"Test-split embeddings of {model_path}: {len(test)} images of "
         f"{test.num_classes} classes, {embeddings.shape[1]} dimensions.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Image search results
+# --------------------------------------------------------------------------------------------
+
+
+def folder_label(
+    image_path: str | os.PathLike[str], images_root: str | os.PathLike[str] | None = None
+) -> str:
+    """The folder an image is shown under: its class folder in a folder-per-class layout.
+
+    Args:
+        image_path: The image file.
+        images_root: The indexed folder, or None.
+
+    Returns:
+        The first folder of the path below ``images_root`` when the image lies in a sub-folder
+        of it, else the name of the image's own folder.
+    """
+    image = Path(image_path).resolve()
+    if images_root is not None:
+        root = Path(images_root).resolve()
+        if image.is_relative_to(root) and len(image.relative_to(root).parts) > 1:
+            return image.relative_to(root).parts[0]
+    return image.parent.name or "."
+
+
+def _thumbnail(path: str, size: int) -> tuple[np.ndarray, bool]:
+    """Reads an image for display, longest side ``size``; a grey tile when unreadable.
+
+    Returns:
+        (image (h, w, 3) uint8 RGB, whether it was read).
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            return np.asarray(image), True
+    except (OSError, ValueError):
+        return np.full((size, size, 3), 128, dtype=np.uint8), False
+
+
+def plot_query_results(
+    query_image: str | os.PathLike[str],
+    matches: Sequence[tuple[str, float]],
+    path: str | os.PathLike[str],
+    *,
+    images_root: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    thumbnail_size: int = 192,
+) -> Path:
+    """Draws the query and its matches with their distances as one PNG row.
+
+    Each image is labelled with its folder: the top-level folder below ``images_root`` for an
+    image inside it (the class, in a folder-per-class layout), else the folder's own name. A
+    match labelled like the query is framed green, any other red (see
+    :func:`net.visualize.plot_rankings`). An image that can no longer be read shows as a grey
+    tile marked "unreadable".
+
+    Args:
+        query_image: The query image file.
+        matches: ``(path, distance)`` pairs, nearest first, as from :func:`net.search.query_index`.
+        path: The PNG to write; parent folders are created.
+        images_root: The indexed folder (:attr:`net.search.SearchIndex.images_root`), or None.
+        title: Figure title; default: the query's file name.
+        thumbnail_size: Longest side of each displayed image, pixels.
+
+    Returns:
+        The path written.
+
+    Raises:
+        SearchError: If there are no matches.
+    """
+    if not matches:
+        raise SearchError("no matches to plot")
+
+    def label(image_path: str, readable: bool) -> str:
+        name = folder_label(image_path, images_root)
+        return name if readable else f"{name} (unreadable)"
+
+    query, query_ok = _thumbnail(str(query_image), thumbnail_size)
+    shown = [_thumbnail(str(p), thumbnail_size) for p, _ in matches]
+    return visualize.plot_rankings(
+        [query],
+        [label(str(query_image), query_ok)],
+        [[image for image, _ in shown]],
+        [[label(str(p), ok) for (p, _), (_, ok) in zip(matches, shown, strict=True)]],
+        [[float(d) for _, d in matches]],
+        path,
+        title=title or Path(query_image).name,
     )

@@ -124,7 +124,7 @@ def query(
     config = _config(config_path, profile, set_)
     from pathlib import Path
 
-    from net import search
+    from net import figures, search
 
     top_k = _positive_int("top_k", top_k)
     try:
@@ -141,7 +141,7 @@ def query(
     else:
         root = Path(config.output.root) if config else Path("runs")
         figure = root / "search" / f"{Path(image).stem}.png"
-    search.plot_query_results(
+    figures.plot_query_results(
         image, matches, figure, images_root=loaded.images_root, title=f"query: {Path(image).name}"
     )
     print(f"Wrote {figure}")

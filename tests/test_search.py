@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from invoke import Collection, Program
 
-from net import search
+from net import figures, search
 from net.model import build_cgd_model
 from net.pipeline import load_image
 from tasks import search as search_tasks
@@ -279,22 +279,22 @@ def test_build_index_rejects_bad_settings(setup, tmp_path):
 
 def test_folder_labels_name_the_class_folder(setup, tmp_path):
     root = setup["images"]
-    assert search.folder_label(root / "circles/deep/c.bmp", root) == "circles"
-    assert search.folder_label(root / "circles/deep/c.bmp") == "deep"
-    assert search.folder_label(tmp_path / "elsewhere/q.jpg", root) == "elsewhere"
-    assert search.folder_label(root / "top.jpg", root) == root.name
+    assert figures.folder_label(root / "circles/deep/c.bmp", root) == "circles"
+    assert figures.folder_label(root / "circles/deep/c.bmp") == "deep"
+    assert figures.folder_label(tmp_path / "elsewhere/q.jpg", root) == "elsewhere"
+    assert figures.folder_label(root / "top.jpg", root) == root.name
 
 
 def test_plot_query_results_writes_a_png(setup, tmp_path):
     query = setup["images"] / "circles/a.jpg"
     matches = search.query_index(setup["index"], setup["model_path"], query, top_k=3)
     matches.append(search.Match(str(tmp_path / "deleted.png"), 1.5))  # Drawn as a grey tile.
-    path = search.plot_query_results(
+    path = figures.plot_query_results(
         query, matches, tmp_path / "fig" / "q.png", images_root=setup["images"]
     )
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     with pytest.raises(search.SearchError, match="no matches"):
-        search.plot_query_results(query, [], tmp_path / "none.png")
+        figures.plot_query_results(query, [], tmp_path / "none.png")
 
 
 def test_tasks_through_the_invoke_command_line(setup, tmp_path, capsys, monkeypatch):
