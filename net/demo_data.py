@@ -334,6 +334,19 @@ def _render(
     return out.clip(0, 255).astype(np.uint8), box
 
 
+def is_demo_dataset(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds the data set :func:`generate_demo_dataset` writes.
+
+    Its ``cars_annos.mat`` carries ``demo_parameters``, which the official file does not (only
+    the variable names are read).
+    """
+    try:
+        variables = scipy.io.whosmat(Path(root) / "cars_annos.mat")
+    except (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError):
+        return False
+    return any(name == "demo_parameters" for name, _, _ in variables)
+
+
 def generate_demo_dataset(
     root: str | os.PathLike,
     *,

@@ -9,7 +9,13 @@ import pytest
 import scipy.io
 
 from net.data import DataError, metric_learning_split, read_cars196, validate_records
-from net.demo_data import _COLOURS, _SHAPES, _draw_vehicle, generate_demo_dataset
+from net.demo_data import (
+    _COLOURS,
+    _SHAPES,
+    _draw_vehicle,
+    generate_demo_dataset,
+    is_demo_dataset,
+)
 
 # The shared ``demo_dataset_root`` fixture (tests/conftest.py): 8 classes x 6 images, 64-96 px.
 DEMO_NUM_CLASSES, DEMO_IMAGES_PER_CLASS = 8, 6
@@ -136,3 +142,12 @@ def test_classes_are_distinguishable_but_images_are_not_copies(demo_dataset_root
         same & ~np.eye(len(same), dtype=bool)
     ]
     assert pairs.min() > 5.0  # mean absolute difference in grey levels per pixel
+
+
+def test_the_demo_set_is_told_apart_from_an_official_annotation_file(demo_dataset_root, tmp_path):
+    assert is_demo_dataset(demo_dataset_root)
+    scipy.io.savemat(tmp_path / "cars_annos.mat", {"class_names": np.array(["a"], dtype=object)})
+    assert not is_demo_dataset(tmp_path)
+    (tmp_path / "cars_annos.mat").write_bytes(b"not a mat file")
+    assert not is_demo_dataset(tmp_path)
+    assert not is_demo_dataset(tmp_path / "missing")

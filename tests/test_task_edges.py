@@ -307,3 +307,14 @@ def test_visualize_data_stops_in_one_line(demo_dataset_root, tmp_path, capsys, s
     assert code == 1
     error = _one_line_error(capsys)
     assert error.startswith("Figure stopped: ") and message in error
+
+
+def test_data_check_does_not_compare_the_demo_data_with_the_official_counts(
+    demo_dataset_root, tmp_path, capsys
+):
+    """The generated demo set has Cars196's format but not its counts: no "DIFFERS"."""
+    config = _config(tmp_path, demo_dataset_root, tmp_path / "runs")
+    run_task("data.check", "--config-path", str(config), "--profile", "demo")
+    report = capsys.readouterr().out
+    assert "the generated demo data set" in report
+    assert "DIFFERS" not in report and "8,054" not in report
