@@ -237,3 +237,19 @@ def test_records_roles_follow_subsets_and_are_checked():
 def test_missing_data_set_folder_says_what_to_place_there(tmp_path, layout):
     with pytest.raises(DataError, match=re.escape(f"Data set folder not found: {tmp_path / 'x'}")):
         read_dataset(layout, tmp_path / "x")
+
+
+def test_a_partial_download_lists_the_count_then_20_missing_images(tmp_path):
+    """Tens of thousands of missing SOP images: the count, the first 20, "… and N more"."""
+    write_sop(tmp_path, test_sizes=[3] * 9)
+    base = tmp_path / BASES["sop"]
+    test_lines = (base / "Ebay_test.txt").read_text().splitlines()[1:]
+    for line in test_lines:
+        (base / line.split()[3]).unlink()
+    with pytest.raises(DataError) as error:
+        read_dataset("sop", tmp_path)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "27 problem(s) in the annotation files:"
+    assert all(line.endswith("not found") for line in lines[1:21])
+    assert lines[21] == "  … and 7 more"
+    assert len(lines) == 23  # then the hint
