@@ -215,11 +215,14 @@ class EvaluationConfig:
         block_size: queries per block of the exact nearest-neighbour search.
         method: neighbour search: ``exact`` (blocked NumPy), ``faiss`` (exact FAISS index) or
             ``faiss_ivf`` (approximate, for very large galleries); FAISS needs ``faiss-cpu``.
+        nprobe: IVF cells each query scans with ``faiss_ivf`` (more: slower, closer to exact;
+            a K of 1,000 on SOP needs 64).
     """
 
     ks: list[int]
     block_size: int
     method: Literal["exact", "faiss", "faiss_ivf"]
+    nprobe: int
 
 
 @dataclass(frozen=True)
@@ -572,6 +575,7 @@ def _check_values(config: Config, source: str) -> None:
         "model.embedding_dim": model.embedding_dim,
         "training.epochs": training.epochs,
         "evaluation.block_size": config.evaluation.block_size,
+        "evaluation.nprobe": config.evaluation.nprobe,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -506,6 +506,7 @@ def split_metrics(
         "ks": tuple(config.evaluation.ks),
         "block_size": config.evaluation.block_size,
         "method": config.evaluation.method,
+        "nprobe": config.evaluation.nprobe,
         "ranking": ranking,
     }
     if not records.has_query_gallery:
@@ -579,5 +580,6 @@ def evaluate_query_gallery(
         query_labels=query_labels,
         block_size=config.evaluation.block_size,
         method=config.evaluation.method,
+        nprobe=config.evaluation.nprobe,
         ranking=ranking,
     )

@@ -234,6 +234,7 @@ def rankings_on_dataset(
         ks=tuple(config.evaluation.ks),
         block_size=config.evaluation.block_size,
         method=config.evaluation.method,
+        nprobe=config.evaluation.nprobe,
     )
     return visualize.write_html_report(
         "Rankings on the test set",

@@ -76,6 +76,8 @@ def _set(section, key, value):
         (_set("loss", "params", {"margn": 0.1}), "loss.params (batch_hard_triplet)"),
         (_set("training", "learning_rate", 0), "training.learning_rate: must be positive"),
         (_set("evaluation", "method", "annoy"), "evaluation.method: 'annoy' is not one of"),
+        (_set("evaluation", "nprobe", 0), "evaluation.nprobe: must be positive, got 0"),
+        (_set("evaluation", "nprobe", 8.5), "evaluation.nprobe: expected an integer, got 8.5"),
         (_set("data", "class_sampling", "even"), "data.class_sampling: 'even' is not one of"),
         (_set("model", "auxiliary_head", "cgd"), "model.auxiliary_head: 'cgd' is not one of"),
         (_set("model", "feature_layer", 4), "model.feature_layer: expected a string, got 4"),
@@ -294,3 +296,9 @@ def test_loading_the_configuration_imports_no_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_nprobe_is_16_and_64_in_the_sop_profile():
+    """SOP's Recall@1000 needs 64 IVF cells of its ~61 images (16 hold about 980)."""
+    assert load_config(REPO / "config.yaml").evaluation.nprobe == 16
+    assert load_config(REPO / "config.yaml", "sop").evaluation.nprobe == 64

@@ -2,6 +2,7 @@
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,6 +231,37 @@ def test_ivf_too_few_candidates_is_an_error():
     data = random_data(400, 8)
     with pytest.raises(ValueError, match="raise nprobe"):
         faiss_nearest_neighbours(data, k=300, index_type="ivf", nlist=10, nprobe=1)
+
+
+@needs_faiss
+def test_evaluation_nprobe_reaches_the_ivf_search():
+    """``evaluation.nprobe`` of the configuration decides how many cells a query scans: 400
+    items in default_nlist(400) = 10 cells of about 40, K = 100 needs at least 3 of them."""
+    import dataclasses
+
+    from net.config import load_config
+    from net.experiment import split_metrics
+    from net.records import Records
+
+    labels = np.repeat(np.arange(40), 10)
+    records = Records(np.array([f"{i}.jpg" for i in range(400)]), labels, -np.ones((400, 4)),
+                      tuple(map(str, range(40))))  # fmt: skip
+    config = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    data = random_data(400, 8)
+    for nprobe in (1, 10):
+        evaluation = dataclasses.replace(
+            config.evaluation, ks=[1, 100], method="faiss_ivf", nprobe=nprobe
+        )
+        options = dataclasses.replace(config, evaluation=evaluation)
+        if nprobe == 1:
+            with pytest.raises(ValueError, match="raise nprobe \\(now 1\\)"):
+                split_metrics(records, data, labels, options)
+        else:
+            exact = dataclasses.replace(options, evaluation=dataclasses.replace(
+                evaluation, method="exact"))  # fmt: skip
+            assert split_metrics(records, data, labels, options) == pytest.approx(
+                split_metrics(records, data, labels, exact)
+            )
 
 
 @needs_faiss
