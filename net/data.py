@@ -534,6 +534,7 @@ def check_image(path: str, full_decode: bool) -> tuple[str | None, tuple[int, in
     """
     from PIL import Image  # Local import: only validation needs PIL.
 
+    path = str(path)  # PIL's messages repeat the path: no np.str_('...')
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:

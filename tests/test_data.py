@@ -474,6 +474,19 @@ def test_skipping_says_how_many_in_plain_words(tmp_path, caplog):
     assert "np.str_" not in str(info.value)
 
 
+def test_an_undecodable_file_is_named_without_np_str(tmp_path):
+    """PIL repeats the path it was given: a NumPy string showed as np.str_('...')."""
+    for i in range(3):
+        _write_jpeg(tmp_path / f"{i}.jpg", 20, 10, i)
+    (tmp_path / "2.jpg").write_bytes(b"garbage")
+    files = np.array([str(tmp_path / f"{i}.jpg") for i in (0, 1, 2, 0)])
+    records = Records(files, np.array([0, 0, 1, 1]), np.full((4, 4), -1), ("a", "b"))
+    with pytest.raises(DataError) as info:
+        validate_records(records)
+    assert f"{tmp_path / '2.jpg'}: not a decodable image (UnidentifiedImageError" in str(info.value)
+    assert "np.str_" not in str(info.value)
+
+
 def test_a_non_mat_annotation_file_says_so(tmp_path):
     (tmp_path / "cars_annos.mat").write_text("hello, not a mat file\n")
     (tmp_path / "car_ims").mkdir()
