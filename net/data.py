@@ -260,10 +260,13 @@ def read_cars196(root: str | os.PathLike, layout: str = "auto") -> Records:
         Records of all 16,185 images (for the real data set).
 
     Raises:
-        DataError: naming the file when an annotation file is missing or unreadable.
+        DataError: naming the folder when ``root`` does not exist, the file when an annotation
+            file is missing or unreadable.
         ValueError: for an unknown layout.
     """
     root = Path(root)
+    if not root.is_dir():  # not "devkit/cars_meta.mat not found" for a wrong data.root
+        raise DataError(f"Data set not found: {root}")
     if layout == "auto":
         layout = "annos" if (root / "cars_annos.mat").is_file() else "devkit"
     if layout == "annos":

@@ -223,6 +223,7 @@ def test_visualize_training_skips_a_failed_newest_run(trained, tmp_path, capsys)
     [
         ("data.classes_per_batch=3", "data.classes_per_batch: P = 3 classes per batch, but only 2"),
         ("data.num_val_classes=4", "data.num_val_classes must lie in [0, 3]"),
+        ("data.root=nowhere", "Data set not found: "),
     ],
 )
 def test_classes_that_do_not_fit_stop_training_in_one_line_leaving_no_run(
@@ -296,7 +297,7 @@ def test_a_jpeg_corrupt_inside_its_data_is_named_when_training_stops(
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("data.root=nowhere", "Annotation file not found"),
+        ("data.root=nowhere", "Data set not found: "),
         ("data.classes_per_batch=3", "data.classes_per_batch: P = 3 classes per batch"),
     ],
 )
