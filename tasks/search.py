@@ -14,6 +14,9 @@ def _config(config_path, profile, overrides):
 
     absent = not Path(config_path).is_file() and config_path == DEFAULT_CONFIG
     if absent and not profile and not overrides:
+        from net.quiet import import_tensorflow
+
+        import_tensorflow()  # What load() does for the tasks, here without a configuration.
         return None
     return load(config_path, profile, overrides)
 

@@ -128,6 +128,9 @@ def visualize_training(
     """Training curves (losses, validation Recall@K and MAP@R, learning rate) of a run."""
     from pathlib import Path
 
+    from net.quiet import import_tensorflow
+
+    import_tensorflow()  # net.figures imports TensorFlow, and --run-dir loads no configuration.
     from net import figures, runs
 
     try:

@@ -44,3 +44,29 @@ def test_tensorflow_imports_without_its_start_up_notices():
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "level 2\n"
+
+
+def _task_stderr(argv: list[str], cwd: Path) -> str:
+    """Standard error of ``invoke ARGV`` run from ``cwd`` in a fresh process, no level set."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    command = [sys.executable, "-m", "invoke", "--search-root", str(REPO), *argv]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return result.stderr
+
+
+def test_tasks_that_load_no_configuration_are_quiet_too(tmp_path):
+    """visualize-training with --run-dir, and search without a config.yaml, import TensorFlow
+    without reading a configuration: still no start-up notice, and their own line kept."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.csv").write_text("epoch,loss,val_map@r\n1,1.0,0.2\n2,0.5,0.3\n")
+    curves = _task_stderr(["visualize.visualize-training", "--run-dir", str(run)], tmp_path)
+    assert "absl" not in curves and "oneDNN" not in curves and "cuda" not in curves, curves
+    assert (run / "training_curves.html").is_file()
+
+    searched = _task_stderr(
+        ["search.query", "--index", str(tmp_path / "missing.npz"), "--image", "x.jpg"], tmp_path
+    )
+    assert "absl" not in searched and "oneDNN" not in searched, searched
+    assert "missing.npz" in searched  # The task's own one-line failure is still written.
