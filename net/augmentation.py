@@ -20,9 +20,10 @@ applies it with probability ``p``; :data:`DEFAULT` is, in that form, ``flip: 0.5
 ``grayscale: [0.2, 1.0]`` with ``p: 0.25``.
 
 ``max_ops: N`` is the seed repository's mode (imgaug's ``SomeOf((0, N), ...)`` followed by a
-flip): each image draws a count uniformly from 0..N (at most the number of configured non-flip
-operations), then that many distinct operations uniformly at random; a chosen operation is then
-applied with its own ``p`` (1 in the short form). The flip is always drawn on its own.
+flip): each image draws a count uniformly from 0..N (N at most the number of configured non-flip
+operations: a larger N is a configuration error), then that many distinct operations uniformly
+at random; a chosen operation is then applied with its own ``p`` (1 in the short form). The
+flip is always drawn on its own.
 
 The operations are drawn and applied by :func:`net.pipeline.augment_image`.
 """
@@ -171,7 +172,37 @@ def parse_augmentation(value: Any, where: str = "data.augment") -> Augmentation 
         if isinstance(max_ops, bool) or not isinstance(max_ops, int) or max_ops < 1:
             raise ValueError(f"{where}.max_ops: expected a positive integer, got {max_ops!r}")
         settings["max_ops"] = max_ops
-    return Augmentation(**settings)
+    parsed = Augmentation(**settings)
+    choosable = [op for op in parsed.operations if op != "flip"]
+    if parsed.max_ops is not None and parsed.max_ops > len(choosable):
+        raise ValueError(
+            f"{where}.max_ops: {parsed.max_ops} is more than the {len(choosable)} non-flip "
+            f"operations configured ({', '.join(choosable) or 'none'})"
+        )
+    return parsed
+
+
+def as_mapping(value: Any) -> dict[str, Any]:
+    """The mapping form of a ``data.augment`` value (``true`` is :data:`DEFAULT` in long form).
+
+    So that one operation can be changed on top of ``true`` (``--set data.augment.flip=0``
+    keeps the other defaults) or of ``false`` (``--set data.augment.rotate=10``: rotate only).
+    A mapping is returned unchanged; :func:`parse_augmentation` of the result equals that of
+    ``value``.
+    """
+    if isinstance(value, dict):
+        return value
+    augmentation = parse_augmentation(value)
+    if augmentation is None:
+        return {}
+    mapping: dict[str, Any] = {"flip": augmentation.flip_p}
+    for op in CHOOSABLE:
+        p = getattr(augmentation, f"{op}_p")
+        if p > 0:
+            mapping[op] = {"p": p, "range": list(getattr(augmentation, f"{op}_range"))}
+    if augmentation.max_ops is not None:
+        mapping["max_ops"] = augmentation.max_ops
+    return mapping
 
 
 def _number(value: Any, key: str) -> float:

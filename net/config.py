@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from net.augmentation import Augmentation, parse_augmentation
+from net.augmentation import Augmentation, as_mapping, parse_augmentation
 from net.descriptors import parse_descriptors
 from net.loss_params import check_metric_loss_params
 
@@ -452,13 +452,17 @@ def apply_override(raw: dict[str, Any], key: str, value: Any, source: str = "--s
         else:
             child = node.get(part)
             if not isinstance(child, dict):
-                if _may_be_mapping(schema) and child is not None:  # e.g. data.augment: true
-                    whole = ".".join(parts[: depth + 1])
+                whole = ".".join(parts[: depth + 1])
+                if whole == "data.augment" and child in (True, False, None):
+                    child = as_mapping(child)  # one operation changed, the others kept
+                elif _may_be_mapping(schema) and child is not None:
                     raise ConfigError(
                         f"{source}: {whole} is {child!r}, not a mapping; cannot set {key} "
                         f"(set {whole} whole, e.g. --set '{whole}={{...}}')"
                     )
-                child = node[part] = {}
+                else:
+                    child = {}
+                node[part] = child
             node = child
     return merged
 

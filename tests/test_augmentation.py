@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from net.augmentation import DEFAULT, Augmentation, parse_augmentation
+from net.augmentation import DEFAULT, Augmentation, as_mapping, parse_augmentation
 from net.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,30 @@ def test_short_forms_apply_always_and_omitted_operations_are_off():
     assert settings.operations == ("scale", "translate", "rotate", "grayscale")
     assert settings.max_ops is None and settings.shear_p == 0.0
     assert parse_augmentation({}).operations == ()
-    assert parse_augmentation({"rotate": 5, "max_ops": 2}).max_ops == 2
+    assert parse_augmentation({"rotate": 5, "shear": 3, "max_ops": 2}).max_ops == 2
+
+
+def test_the_mapping_form_of_true_and_false_parses_back_the_same():
+    assert parse_augmentation(as_mapping(True)) == DEFAULT
+    assert as_mapping(False) == as_mapping(None) == {}
+    seed_like = {"flip": 0.5, "scale": [0.8, 1.2], "rotate": 15, "max_ops": 2}
+    assert as_mapping(seed_like) is seed_like
+
+
+def test_one_operation_set_over_true_keeps_the_other_defaults():
+    """``--set data.augment.flip=0`` on ``augment: true``: the defaults without the flip."""
+    config = load_config(REPO / "config.yaml", overrides=["data.augment.flip=0"])
+    assert config.data.augmentation == dataclasses.replace(DEFAULT, flip_p=0.0)
+    assert config.data.augment["flip"] == 0  # the saved config.yaml holds the mapping
+    # Over false, the one operation set is the only one on.
+    only = load_config(
+        REPO / "config.yaml", overrides=["data.augment=false", "data.augment.rotate=10"]
+    )
+    assert only.data.augmentation == dataclasses.replace(
+        Augmentation(), rotate_p=1.0, rotate_range=(-10.0, 10.0)
+    )
+    with pytest.raises(ConfigError, match=r"--set data.augment.blur=1: data.augment.blur: unknown"):
+        load_config(REPO / "config.yaml", overrides=["data.augment.blur=1"])
 
 
 def test_only_keeps_one_operation():
@@ -79,6 +102,11 @@ def test_only_keeps_one_operation():
         ({"rotate": {"p": -1, "range": 5}}, "data.augment.rotate.p: a probability must be"),
         ({"rotate": 5, "max_ops": 0}, "data.augment.max_ops: expected a positive integer"),
         ({"rotate": 5, "max_ops": 1.5}, "data.augment.max_ops: expected a positive integer"),
+        (
+            {"flip": 0.5, "rotate": 5, "max_ops": 2},
+            "data.augment.max_ops: 2 is more than the 1 non-flip operations configured (rotate)",
+        ),
+        ({"max_ops": 1}, "data.augment.max_ops: 1 is more than the 0 non-flip operations"),
     ],
 )
 def test_each_mistake_is_one_line_naming_the_key(value, message):
@@ -111,7 +139,7 @@ def test_the_configuration_file_names_itself_and_a_profile_replaces_the_mapping(
     assert config.to_dict()["data"]["augment"] == {"flip": 0.5, "rotate": 10}
 
 
-def test_set_overrides_one_operation_of_a_mapping_but_not_of_true(tmp_path):
+def test_set_overrides_one_operation_of_a_mapping(tmp_path):
     raw = yaml.safe_load((REPO / "config.yaml").read_text())
     raw["data"]["augment"] = {"flip": 0.5, "rotate": 10}
     path = tmp_path / "config.yaml"
@@ -122,7 +150,3 @@ def test_set_overrides_one_operation_of_a_mapping_but_not_of_true(tmp_path):
     assert whole.data.augmentation.operations == ("grayscale",)
     with pytest.raises(ConfigError, match=r"data.augment.blur: unknown operation"):
         load_config(path, overrides=["data.augment.blur=1"])
-    raw["data"]["augment"] = True
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"data.augment is True, not a mapping; cannot set"):
-        load_config(path, overrides=["data.augment.flip=0"])
