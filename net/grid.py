@@ -118,8 +118,8 @@ def build_grid(
     """The grid of ``--grid`` options and a grid file, in order; each key checked to exist.
 
     Raises:
-        SweepError: no grid, a key given twice, a malformed option, or a key that the
-            configuration does not have (naming it).
+        SweepError: no grid, a key or one key's value given twice, a malformed option, or a
+            key that the configuration does not have (naming it).
     """
     pairs = list(read_grid_file(grid_file).items()) if grid_file else []
     pairs += [parse_grid_option(option) for option in options]
@@ -129,6 +129,10 @@ def build_grid(
     for key, values in pairs:
         if key in grid:
             raise SweepError(f"--grid: {key} is given twice")
+        texts = [format_value(value) for value in values]
+        twice = next((text for i, text in enumerate(texts) if text in texts[:i]), None)
+        if twice is not None:  # the same run trained twice under two names
+            raise SweepError(f"--grid {key}: the value {twice} is given twice")
         try:
             apply_override({}, key, values[0], source=f"--grid {key}")
         except ConfigError as error:

@@ -47,6 +47,8 @@ def test_grid_options_are_keys_and_yaml_values():
         (["training.epochs.x=1,2"], "training.epochs is a value, not a section"),
         (["data.ks=[1,2"], "--grid data.ks=[1,2: not a valid YAML value"),
         (["training.epochs=1,2", "training.epochs=3"], "--grid: training.epochs is given twice"),
+        (["model.descriptors=S,G,S"], "--grid model.descriptors: the value S is given twice"),
+        (["loss.auxiliary_weight=0,1,0"], "--grid loss.auxiliary_weight: the value 0 is given"),
     ],
 )
 def test_bad_grids_stop_with_one_line_naming_the_key(options, message):
