@@ -280,6 +280,7 @@ def _train(config: Config, run_dir: str | os.PathLike, *, verbose: int | str) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.check_same_config(config.to_dict(), run_dir)
     runs.mark_run(run_dir, runs.RUN_IN_PROGRESS)
+    print(f"Run directory: {run_dir}")
     try:
         summary = _train_in(config, run_dir, strategy, splits, verbose)
     except Exception as error:  # marked, then raised on (an interrupt stays "in progress")

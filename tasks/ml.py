@@ -16,8 +16,7 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     from net.training import TrainingDivergedError
 
     run_dir = run_dir or experiment.make_run_dir(config.output.root)
-    print(f"Run directory: {run_dir}")
-    try:
+    try:  # experiment.train prints the run directory once it is made (after the data checks)
         summary = experiment.train(config, run_dir)
     except ConfigError as error:  # found only when the model is built (model.feature_layer)
         fail(f"Configuration error: {error}", code=2)

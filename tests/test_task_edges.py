@@ -234,9 +234,12 @@ def test_classes_that_do_not_fit_stop_training_in_one_line_leaving_no_run(
     code = failing_task("ml.train", "--config-path", str(config), "--profile", "demo",
                         "--set", setting)  # fmt: skip
     assert code == 1
-    error = _one_line_error(capsys)
+    output = capsys.readouterr()
+    error = output.err.strip()
+    assert "\n" not in error and "Traceback" not in error, error
     assert error.startswith("Training stopped: ") and message in error
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert "Run directory" not in output.out  # no directory named that is never made
 
 
 class _RunsCode:
