@@ -250,11 +250,15 @@ def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | 
     Validation MAP@R, the metric that selects ``best.keras``, is drawn thick with its best
     epoch marked.
 
+    Args:
+        run_dir: the run directory (its ``log.csv``).
+        output_dir: where the figure goes; None: the run's ``figures/``, as every figure of a run.
+
     Returns:
         The HTML page.
     """
     run_dir = Path(run_dir)
-    output_dir = Path(output_dir) if output_dir else run_dir
+    output_dir = Path(output_dir) if output_dir else run_dir / "figures"
     output_dir.mkdir(parents=True, exist_ok=True)
     png = visualize.plot_training_curves(
         run_dir / "log.csv",

@@ -120,7 +120,7 @@ def visualize_predictions_on_dataset(
 
 @config_task(
     run_dir="the run directory (default: the newest run under output.root)",
-    output_dir="output folder (default: the run directory)",
+    output_dir="output folder (default: the run's figures/)",
 )
 def visualize_training(
     c, config_path="config.yaml", profile=None, run_dir=None, output_dir=None, set_=None

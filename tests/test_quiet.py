@@ -63,7 +63,9 @@ def test_tasks_that_load_no_configuration_are_quiet_too(tmp_path):
     (run / "log.csv").write_text("epoch,loss,val_map@r\n1,1.0,0.2\n2,0.5,0.3\n")
     curves = _task_stderr(["visualize.visualize-training", "--run-dir", str(run)], tmp_path)
     assert "absl" not in curves and "oneDNN" not in curves and "cuda" not in curves, curves
-    assert (run / "training_curves.html").is_file()
+    # Its figure goes where every figure of a run goes: the run's figures/.
+    assert (run / "figures" / "training_curves.html").is_file()
+    assert not (run / "training_curves.html").exists()
 
     searched = _task_stderr(
         ["search.query", "--index", str(tmp_path / "missing.npz"), "--image", "x.jpg"], tmp_path
