@@ -416,8 +416,10 @@ def apply_override(raw: dict[str, Any], key: str, value: Any, source: str = "--s
 
     Keys are checked against the configuration's structure: a section or key that the
     configuration does not have is an error naming the key, as in a file. Below free-form
-    mappings (``loss.params``) any key may be set. A mapping value replaces the key's whole
-    value, like a value written in the file; set single keys to keep their neighbours.
+    mappings (``loss.params``) any key may be set. A mapping value for a section
+    (``training={epochs: 5}``) merges into it as a profile's overlay does, so its other keys
+    stay; for a free-form mapping or ``data.augment`` it replaces the whole value, as in an
+    overlay.
 
     Args:
         raw: the configuration as nested dictionaries (file and profile merged).
@@ -448,6 +450,9 @@ def apply_override(raw: dict[str, Any], key: str, value: Any, source: str = "--s
         elif typing.get_origin(schema) is not dict and not _may_be_mapping(schema):
             raise ConfigError(f"{source}: {prefix} is a value, not a section; cannot set {key}")
         if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(schema) and isinstance(value, dict):
+                if isinstance(node.get(part), dict):  # a section: merged like an overlay
+                    value = _merge(node[part], value, f"{source}: {key}")
             node[part] = copy.deepcopy(value)
         else:
             child = node.get(part)

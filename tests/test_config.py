@@ -261,6 +261,27 @@ def test_overrides_apply_after_the_profile_and_are_validated_like_the_file(tmp_p
     assert Path(moved.data.root) == REPO / "elsewhere"
 
 
+def test_a_mapping_merges_into_a_section_and_replaces_a_free_form_mapping():
+    """As a profile's overlay: ``training={...}`` keeps the other training keys."""
+    base = load_config(REPO / "config.yaml", profile="demo")
+    merged = load_config(
+        REPO / "config.yaml",
+        profile="demo",
+        overrides=["training={epochs: 3, schedule: {factor: 0.5}}", "loss.params={margin: 0.3}"],
+    )
+    assert merged.training.epochs == 3 and merged.training.schedule.factor == 0.5
+    assert merged.training.schedule.boundaries == base.training.schedule.boundaries
+    assert merged.training.steps_per_epoch == base.training.steps_per_epoch
+    assert merged.training.learning_rate == base.training.learning_rate
+    assert merged.loss.params == {"margin": 0.3}
+    raw = {"loss": {"params": {"margin": 0.1, "soft": True}}, "data": {"augment": {"flip": 0.5}}}
+    assert apply_override(raw, "loss.params", {"margin": 0.2})["loss"]["params"] == {"margin": 0.2}
+    replaced = apply_override(raw, "data", {"augment": {"rotate": 5}})
+    assert replaced["data"]["augment"] == {"rotate": 5}
+    with pytest.raises(ConfigError, match=r"with --set training=\{epochs: x\}: training.epochs: "):
+        load_config(REPO / "config.yaml", profile="demo", overrides=["training={epochs: x}"])
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
