@@ -5,6 +5,7 @@ from invoke import task
 from tasks.common import (
     config_task,
     fail,
+    integer_option,
     load,
     model_for_task,
 )
@@ -80,7 +81,7 @@ def analyze_model_performance(
     model_path="a run directory (its best.keras) or a saved .keras model (default: the "
     "newest run under output.root with a best.keras)",
     output_dir="folder to write (default: the run's tensorboard/projector)",
-    thumbnail_size="side of the sprite's thumbnails in pixels (smaller for large sets)",
+    thumbnail_size="side of the sprite's thumbnails in pixels (default 64; smaller for large sets)",
 )
 def export_embeddings(
     c,
@@ -89,11 +90,10 @@ def export_embeddings(
     profile=None,
     set_=None,
     output_dir=None,
-    thumbnail_size=64,
+    thumbnail_size=None,
 ):
     """Test-split embeddings, metadata.tsv and a sprite for TensorBoard's Embedding Projector."""
-    if int(thumbnail_size) < 1:
-        fail(f"--thumbnail-size must be at least 1 pixel, got {thumbnail_size}", code=2)
+    thumbnail_size = integer_option("thumbnail_size", thumbnail_size, 64)
     config = load(config_path, profile, set_)
     from pathlib import Path
 
@@ -105,7 +105,7 @@ def export_embeddings(
         model_file = choice.path
         output = Path(output_dir) if output_dir else model_file.parent / "tensorboard" / "projector"
         written = figures.projector_export(
-            config, model_file, output, thumbnail_size=int(thumbnail_size)
+            config, model_file, output, thumbnail_size=thumbnail_size
         )
     except (DataError, experiment.ModelFileError) as error:
         fail(f"Export stopped: {error}")

@@ -70,6 +70,24 @@ def fail(message: str, code: int = 1):
     raise Exit(message, code=code)
 
 
+def integer_option(name: str, value, default: int, minimum: int = 1) -> int:
+    """A task's integer option, ``default`` when not given; a bad value is one line naming it.
+
+    Invoke converts an option whose default is an int itself and answers ``--batches abc`` with
+    a traceback, so integer options default to None and are read here.
+    """
+    option = f"--{name.replace('_', '-')}"
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        fail(f"{option} must be an integer, got {value!r}", code=2)
+    if number < minimum:
+        fail(f"{option} must be at least {minimum}, got {number}", code=2)
+    return number
+
+
 def model_for_task(config, model_path, overrides=None):
     """The model a task uses and the configuration to use it with; prints both.
 

@@ -1,6 +1,6 @@
 """Training."""
 
-from tasks.common import SET_HELP, config_task, fail, load
+from tasks.common import SET_HELP, config_task, fail, integer_option, load
 
 
 @config_task(
@@ -43,10 +43,11 @@ def find_lr(
     set_=None,
     start="1e-7",
     end="1",
-    steps=100,
+    steps=None,
     output_dir=None,
 ):
     """Learning-rate range test of the configured training; prints a suggested learning rate."""
+    steps = integer_option("steps", steps, 100, minimum=2)
     config = load(config_path, profile, set_)
     from pathlib import Path
 
@@ -61,7 +62,7 @@ def find_lr(
             rates[name] = float(value)
         except ValueError:
             fail(f"--{name}: expected a number such as 1e-7, got {value!r}", code=2)
-    start, end, steps = rates["start"], rates["end"], int(steps)
+    start, end = rates["start"], rates["end"]
     try:
         result, page = lr_finder.find_learning_rate(
             config, output_dir, start=start, end=end, steps=steps

@@ -1,6 +1,6 @@
 """Image search with a trained model: index a folder of images, then query it with an image."""
 
-from tasks.common import CONFIG_HELP, config_task, fail, load
+from tasks.common import CONFIG_HELP, config_task, fail, integer_option, load
 
 OPTIONAL_CONFIG_HELP = CONFIG_HELP + "; optional: defaults apply when config.yaml is absent"
 
@@ -107,7 +107,7 @@ def index(
     image="the query image",
     model_path="a saved .keras model or a run directory (default: the model recorded "
     "in the index); must be the model the index was built with",
-    top_k="number of nearest images to show",
+    top_k="number of nearest images to show (default 8)",
     output_path="figure to write (default: <output.root>/search/<image name>.png, "
     "runs/search/ without a configuration)",
     config_path=OPTIONAL_CONFIG_HELP,
@@ -117,7 +117,7 @@ def query(
     index,
     image,
     model_path=None,
-    top_k=8,
+    top_k=None,
     output_path=None,
     config_path=DEFAULT_CONFIG,
     profile=None,
@@ -129,7 +129,7 @@ def query(
 
     from net import figures, search
 
-    top_k = _positive_int("top_k", top_k)
+    top_k = integer_option("top_k", top_k, 8)
     try:
         loaded = search.load_index(index)
         matches = search.query_index(loaded, model_path or loaded.model_path, image, top_k=top_k)

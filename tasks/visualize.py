@@ -1,6 +1,6 @@
 """Figures: training batches, rankings, training curves (PNG files and one HTML page each)."""
 
-from tasks.common import config_task, fail, load, model_for_task
+from tasks.common import config_task, fail, integer_option, load, model_for_task
 
 MODEL_HELP = (
     "a saved .keras model or a run directory (its best.keras); default: the newest run under "
@@ -40,21 +40,23 @@ def _model_figure(config, model_path, set_, output_dir, draw):
 
 
 @config_task(
-    batches="number of training batches to draw",
+    batches="number of training batches to draw (default 2)",
     output_dir=OUTPUT_HELP,
-    seed="seed of the batch sampling and augmentation",
+    seed="seed of the batch sampling and augmentation (default 0)",
 )
 def visualize_data(
-    c, config_path="config.yaml", profile=None, batches=2, output_dir=None, seed=0, set_=None
+    c, config_path="config.yaml", profile=None, batches=None, output_dir=None, seed=None, set_=None
 ):
     """Training batches as the pipeline delivers them, and each configured augmentation alone."""
+    batches = integer_option("batches", batches, 2)
+    seed = integer_option("seed", seed, 0, minimum=0)
     config = load(config_path, profile, set_)
     from net import figures
     from net.data import DataError
 
     out = _output_dir(config, output_dir)
     try:
-        page = figures.training_batches(config, out, num_batches=int(batches), seed=int(seed))
+        page = figures.training_batches(config, out, num_batches=batches, seed=seed)
     except DataError as error:
         fail(f"Figure stopped: {error}")
     print(f"Wrote {page}")
@@ -62,38 +64,38 @@ def visualize_data(
 
 @config_task(
     model_path=MODEL_HELP,
-    batches="number of evaluation batches",
+    batches="number of P x K test batches (default 3)",
     output_dir=MODEL_OUTPUT_HELP,
-    seed="seed of the query choice",
+    seed="seed of the query choice (default 0)",
 )
 def visualize_predictions_on_batches(
     c,
     model_path=None,
     config_path="config.yaml",
     profile=None,
-    batches=3,
+    batches=None,
     output_dir=None,
-    seed=0,
+    seed=None,
     set_=None,
 ):
     """For a random query in each of a few test batches, that batch ranked by distance."""
+    batches = integer_option("batches", batches, 3)
+    seed = integer_option("seed", seed, 0, minimum=0)
     config = load(config_path, profile, set_)
     from net import figures
 
     def draw(config, model_file, out):
-        return figures.rankings_on_batches(
-            config, model_file, out, num_batches=int(batches), seed=int(seed)
-        )
+        return figures.rankings_on_batches(config, model_file, out, num_batches=batches, seed=seed)
 
     _model_figure(config, model_path, set_, output_dir, draw)
 
 
 @config_task(
     model_path=MODEL_HELP,
-    queries="number of random queries",
-    top_k="neighbours shown per query",
+    queries="number of random queries (default 8)",
+    top_k="neighbours shown per query (default 8)",
     output_dir=MODEL_OUTPUT_HELP,
-    seed="seed of the query choice",
+    seed="seed of the query choice (default 0)",
 )
 def visualize_predictions_on_dataset(
     c,
@@ -101,18 +103,21 @@ def visualize_predictions_on_dataset(
     config_path="config.yaml",
     profile=None,
     set_=None,
-    queries=8,
-    top_k=8,
+    queries=None,
+    top_k=None,
     output_dir=None,
-    seed=0,
+    seed=None,
 ):
     """For random test queries, their top matches across the whole test set."""
+    queries = integer_option("queries", queries, 8)
+    top_k = integer_option("top_k", top_k, 8)
+    seed = integer_option("seed", seed, 0, minimum=0)
     config = load(config_path, profile, set_)
     from net import figures
 
     def draw(config, model_file, out):
         return figures.rankings_on_dataset(
-            config, model_file, out, num_queries=int(queries), top_k=int(top_k), seed=int(seed)
+            config, model_file, out, num_queries=queries, top_k=top_k, seed=seed
         )
 
     _model_figure(config, model_path, set_, output_dir, draw)
