@@ -1,4 +1,4 @@
-"""Retrieval metrics and their tables.
+"""Retrieval metrics (their tables are in :mod:`net.metric_tables`, re-exported here).
 
 The metrics follow the standard metric-learning protocol: every query searches the gallery, the
 query itself excluded by index when the queries are the gallery, and an item is relevant when it
@@ -32,11 +32,12 @@ This module works on NumPy arrays and imports no TensorFlow. :func:`compute_embe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from net.metric_tables import compare_models_table, format_metrics_table
 from net.neighbours import (
     FAISS_INDEX_TYPES,
     SEARCH_METHODS,
@@ -71,21 +72,11 @@ __all__ = [
 
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8)
 
-# Metric keys of retrieval_metrics() (besides one "recall@K" per requested K), in table order.
-_SCALAR_METRICS: tuple[str, ...] = (
-    "precision@1",
-    "r_precision",
-    "map@r",
-    "average_ranking_position",
-)
-#: Metrics that are ranks (shown as numbers, not percentages).
-_RANK_KEYS: tuple[str, ...] = ("average_ranking_position",)
 #: Distances held at once by the full rankings of :func:`average_ranking_position` (about 20
 #: bytes each with their sort keys: about 80 MB).
 _RANKING_ENTRIES = 2**22
 #: Galleries up to this size rank with packed int64 keys (17 bits for the column).
 _PACKED_MAX_COLUMNS = 2**17
-_COUNT_KEYS: tuple[str, ...] = ("num_queries", "num_gallery", "embedding_dim")
 
 #: Queries per chunk of the search in the metrics: a chunk's neighbour table (12 bytes a
 #: neighbour) is turned into booleans before the next chunk is searched.
@@ -540,91 +531,3 @@ def retrieval_metrics(
             embeddings, labels, query_embeddings=query_embeddings, query_labels=query_labels
         )
     return metrics
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-
-def _metric_columns(metrics: Iterable[str]) -> list[str]:
-    """Orders metric keys: recall@K by K, then the scalar metrics, then anything else."""
-    keys = list(dict.fromkeys(metrics))
-    recalls = sorted(
-        (key for key in keys if key.startswith("recall@") and key[7:].isdigit()),
-        key=lambda key: int(key[7:]),
-    )
-    scalars = [key for key in _SCALAR_METRICS if key in keys]
-    rest = [key for key in keys if key not in recalls and key not in scalars]
-    return recalls + scalars + rest
-
-
-def _format_value(key: str, value: object) -> str:
-    """Formats one metric: counts as integers, ranks and fractions (as %) with two decimals."""
-    if key in _RANK_KEYS and isinstance(value, (float, np.floating)):
-        return f"{float(value):.2f}"
-    if key in _COUNT_KEYS or isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{100.0 * float(value):.2f}"
-    return str(value)
-
-
-def _display_name(key: str) -> str:
-    """A metric's name in a table: ranks are marked, since the table's values are in %."""
-    return f"{key} (rank)" if key in _RANK_KEYS else key
-
-
-def _render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Renders rows as a plain-text table: first column left-aligned, the others right."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [cells[0].ljust(widths[0])]
-        parts += [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
-
-
-def format_metrics_table(metrics: Mapping[str, object]) -> str:
-    """Formats one model's metrics as a two-column plain-text table.
-
-    Fractions are shown as percentages with two decimals; counts as integers; ranks (the
-    average ranking position) as numbers, marked "(rank)".
-
-    Args:
-        metrics: A dict as returned by :func:`retrieval_metrics`.
-
-    Returns:
-        The table, one metric per line, without a trailing newline.
-    """
-    rows = [
-        [_display_name(key), _format_value(key, metrics[key])] for key in _metric_columns(metrics)
-    ]
-    return _render_table(["metric", "value (%)"], rows)
-
-
-def compare_models_table(results: Mapping[str, Mapping[str, object]]) -> str:
-    """Formats several models' metrics side by side: one row per model, one column per metric.
-
-    Fractions are shown as percentages with two decimals; a metric a model lacks shows "-".
-
-    Args:
-        results: ``{model name: metrics dict}`` as returned by :func:`retrieval_metrics`.
-
-    Returns:
-        The table, without a trailing newline.
-
-    Raises:
-        ValueError: If results is empty.
-    """
-    if not results:
-        raise ValueError("compare_models_table needs at least one model's results")
-    columns = _metric_columns(key for metrics in results.values() for key in metrics)
-    rows = [
-        [name] + [_format_value(key, m[key]) if key in m else "-" for key in columns]
-        for name, m in results.items()
-    ]
-    return _render_table(["model (values in %)", *map(_display_name, columns)], rows)
