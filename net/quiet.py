@@ -97,7 +97,8 @@ def import_tensorflow() -> None:
     notices; this does not start TensorFlow's runtime, so distribution strategies can still be
     set up afterwards.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_LEVEL)
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip():  # unset or empty: not a choice
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = DEFAULT_LEVEL
     if "tensorflow" in sys.modules:
         return
     level = log_level()

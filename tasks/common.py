@@ -6,7 +6,8 @@ import os
 
 # TensorFlow's C++ INFO and WARNING lines stay hidden unless the user chose a level; set before
 # any task imports TensorFlow (subprocesses, e.g. the benchmarks, inherit it).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if not os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip():  # unset, or `export VAR=` (empty)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 CONFIG_HELP = "configuration file (default: config.yaml)"
 PROFILE_HELP = "profile of the configuration file to overlay, e.g. 'demo'"

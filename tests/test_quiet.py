@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from net import quiet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,10 +31,14 @@ def test_lines_shown_follow_the_log_level():
     assert quiet.shown(cuinit, 0, no_cuda_driver=True)
 
 
-def test_tensorflow_imports_without_its_start_up_notices():
-    """In a fresh process with no level set: none of the start-up lines, the default level 2
-    in place, and what the program itself writes to standard error still there."""
+@pytest.mark.parametrize("unset", [None, ""])
+def test_tensorflow_imports_without_its_start_up_notices(unset):
+    """In a fresh process with no level set (or set empty, `export TF_CPP_MIN_LOG_LEVEL=`):
+    none of the start-up lines, the default level 2 in place, and what the program itself
+    writes to standard error still there."""
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    if unset is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = unset
     env["PYTHONPATH"] = str(REPO)
     code = (
         "import os, sys; from net import quiet; quiet.import_tensorflow(); "
