@@ -114,7 +114,10 @@ def sweep_results(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
                 "selection_metric": selection_metric(metrics or {}),
                 "test": (metrics or {}).get("test", {}),
                 "epochs": (metrics or {}).get("epochs_done"),
-                "seconds": train_seconds if train_seconds is not None else entry.get("seconds"),
+                # A run rejected before it started (or still pending) has no time, not 0.
+                "seconds": train_seconds
+                if train_seconds is not None
+                else entry.get("seconds") or None,
                 "images_per_second": images_per_second,
                 "parameters": saved_model_parameters(run_dir / "best.keras") if metrics else None,
             }

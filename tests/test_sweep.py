@@ -101,6 +101,9 @@ def test_a_combination_the_configuration_rejects_fails_without_a_process(tmp_pat
     assert "model.embedding_dim: 128 is not divisible by the 3 descriptors" in entry["message"]
     assert not (tmp_path / "descriptors=SMG").exists()
     assert record["runs"]["descriptors=S"]["status"] == "finished"
+    # In the table it has no time: nothing ran (not "0").
+    rows = {row["name"]: row for row in comparison.sweep_results(tmp_path)}
+    assert rows["descriptors=SMG"]["seconds"] is None
 
 
 def test_parallel_runs_get_one_gpu_each(tmp_path, monkeypatch):
