@@ -28,6 +28,11 @@ SEARCH_METHODS: tuple[str, ...] = ("exact", "faiss", "faiss_ivf")
 #: The FAISS index type of each FAISS method (see :func:`build_faiss_index`).
 FAISS_INDEX_TYPES: dict[str, str] = {"faiss": "flat", "faiss_ivf": "ivf"}
 
+
+class TooFewNeighboursError(ValueError):
+    """An IVF search whose scanned cells hold fewer than k neighbours for some query."""
+
+
 # --------------------------------------------------------------------------------------------
 # Arguments and exact search
 # --------------------------------------------------------------------------------------------
@@ -433,8 +438,8 @@ def faiss_nearest_neighbours(
 
     Raises:
         ValueError: On malformed embeddings, mismatching dimensions, bad exclude_indices, k
-            outside its range, or when an IVF search finds fewer than k neighbours for some
-            query (raise ``nprobe``).
+            outside its range; :class:`TooFewNeighboursError` when an IVF search finds fewer
+            than k neighbours for some query (raise ``nprobe``).
         ImportError: If FAISS is not installed.
     """
     query_values, gallery_values, exclude = search_inputs(
@@ -461,9 +466,10 @@ def faiss_nearest_neighbours(
         keep &= ids != exclude[:, None]
     if (keep.sum(axis=1) < k).any():
         short = int(np.flatnonzero(keep.sum(axis=1) < k)[0])
-        raise ValueError(
+        raise TooFewNeighboursError(
             f"the {index_type} index found fewer than k={k} neighbours for query {short}; "
-            f"raise nprobe (now {nprobe}) or use index_type='flat'"
+            f"raise nprobe (evaluation.nprobe, now {nprobe}) or search exactly "
+            "(index_type='flat', evaluation.method: faiss or exact)"
         )
     # Move each row's kept entries to the front (stable: their order is kept), take k.
     order = np.argsort(~keep, axis=1, kind="stable")[:, :k]

@@ -40,6 +40,7 @@ def analyze_model_performance(
 
     from net import analysis, experiment
     from net.data import DataError
+    from net.neighbours import TooFewNeighboursError
     from net.runs import ModelFileError
 
     if bool(queries) != bool(gallery):
@@ -58,7 +59,7 @@ def analyze_model_performance(
             else:
                 records = experiment.split_records(model_config.data, split)
                 metrics = experiment.evaluate(model, records, model_config, ranking=ranking)
-        except (DataError, ModelFileError) as error:
+        except (DataError, ModelFileError, TooFewNeighboursError) as error:
             errors.append(str(error))
             continue
         results[str(choice.path)] = metrics

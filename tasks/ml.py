@@ -13,6 +13,7 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     from net import experiment
     from net.config import ConfigError
     from net.data import DataError
+    from net.neighbours import TooFewNeighboursError
     from net.training import TrainingDivergedError
 
     run_dir = run_dir or experiment.make_run_dir(config.output.root)
@@ -22,6 +23,8 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
         fail(f"Configuration error: {error}", code=2)
     except (DataError, TrainingDivergedError, experiment.RunDirectoryError) as error:
         fail(f"Training stopped: {error}")
+    except TooFewNeighboursError as error:  # evaluation.method: faiss_ivf, nprobe too small
+        fail(f"Evaluation stopped: {error}; the models saved so far are in {run_dir}")
     except OSError as error:  # a full disk (net.callbacks.RunSaveError) or another file error
         fail(f"Training stopped: {error}")
     from net.analysis import format_metrics_table

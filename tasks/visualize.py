@@ -29,12 +29,13 @@ def _output_dir(config, output_dir, run_dir=None):
 def _model_figure(config, model_path, set_, output_dir, draw):
     """Resolves the model (and its run's data settings), then draws; errors in one line."""
     from net.data import DataError
+    from net.neighbours import TooFewNeighboursError
     from net.runs import ModelFileError
 
     try:
         choice, config = model_for_task(config, model_path, set_)
         page = draw(config, choice.path, _output_dir(config, output_dir, choice.run_dir))
-    except (DataError, ModelFileError) as error:
+    except (DataError, ModelFileError, TooFewNeighboursError) as error:
         fail(f"Figure stopped: {error}")
     print(f"Wrote {page}")
 

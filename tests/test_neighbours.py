@@ -229,7 +229,7 @@ def test_default_nlist():
 @needs_faiss
 def test_ivf_too_few_candidates_is_an_error():
     data = random_data(400, 8)
-    with pytest.raises(ValueError, match="raise nprobe"):
+    with pytest.raises(neighbours.TooFewNeighboursError, match=r"raise nprobe \(evaluation.nprobe"):
         faiss_nearest_neighbours(data, k=300, index_type="ivf", nlist=10, nprobe=1)
 
 
@@ -254,7 +254,7 @@ def test_evaluation_nprobe_reaches_the_ivf_search():
         )
         options = dataclasses.replace(config, evaluation=evaluation)
         if nprobe == 1:
-            with pytest.raises(ValueError, match="raise nprobe \\(now 1\\)"):
+            with pytest.raises(ValueError, match=r"raise nprobe \(evaluation.nprobe, now 1\)"):
                 split_metrics(records, data, labels, options)
         else:
             exact = dataclasses.replace(options, evaluation=dataclasses.replace(

@@ -322,3 +322,30 @@ def test_data_check_does_not_compare_the_demo_data_with_the_official_counts(
     report = capsys.readouterr().out
     assert "the generated demo data set" in report
     assert "DIFFERS" not in report and "8,054" not in report
+
+
+@pytest.mark.parametrize(
+    ("task", "patched", "stopped"),
+    [
+        ("analysis.analyze-model-performance", "net.experiment.evaluate", "Analysis stopped"),
+        ("visualize.visualize-predictions-on-dataset", "net.figures.rankings_on_dataset",
+         "Figure stopped"),
+    ],
+)  # fmt: skip
+def test_an_ivf_search_short_of_neighbours_is_one_line(
+    trained, tmp_path, capsys, monkeypatch, task, patched, stopped
+):
+    """evaluation.method: faiss_ivf with too small an evaluation.nprobe (the demo's test set is
+    too small for IVF cells, so the search's own error is raised here; its raising is tested in
+    tests/test_neighbours.py)."""
+    from net.neighbours import TooFewNeighboursError
+
+    def short(*args, **kwargs):
+        raise TooFewNeighboursError("the ivf index found fewer than k=100 neighbours for query 0")
+
+    monkeypatch.setattr(patched, short)
+    code = failing_task(task, *trained["common"], "--output-dir" if "visualize" in task
+                        else "--output-path", str(tmp_path / "out"))  # fmt: skip
+    assert code == 1
+    error = _one_line_error(capsys)
+    assert error == f"{stopped}: the ivf index found fewer than k=100 neighbours for query 0"
