@@ -209,7 +209,7 @@ def write_comparison(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     Raises:
         SweepError: the folder is not a sweep.
     """
-    from net import visualize  # matplotlib: only when drawing
+    from net import charts, visualize  # matplotlib: only when drawing
 
     sweep_dir = Path(sweep_dir)
     rows = sweep_results(sweep_dir)
@@ -230,7 +230,7 @@ def write_comparison(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     if finished:
         metric = finished[0]["selection_metric"]
         metrics = _metric_keys(finished)
-        paths["png"] = visualize.plot_bar_chart(
+        paths["png"] = charts.plot_bar_chart(
             [row["name"] for row in finished],
             {key: [100 * row["test"].get(key, math.nan) for row in finished] for key in metrics},
             sweep_dir / f"{COMPARISON_NAME}.png",

@@ -15,7 +15,16 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from net import analysis, experiment, inference, pipeline, projector, runs, visualize
+from net import (
+    analysis,
+    charts,
+    experiment,
+    inference,
+    pipeline,
+    projector,
+    runs,
+    visualize,
+)
 from net.augmentation import Augmentation
 from net.callbacks import SELECTION_METRIC
 from net.config import Config
@@ -260,7 +269,7 @@ def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | 
     run_dir = Path(run_dir)
     output_dir = Path(output_dir) if output_dir else run_dir / "figures"
     output_dir.mkdir(parents=True, exist_ok=True)
-    png = visualize.plot_training_curves(
+    png = charts.plot_training_curves(
         run_dir / "log.csv",
         output_dir / "training_curves.png",
         selection_metric=f"val_{SELECTION_METRIC}",

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from net import experiment, training, visualize
+from net import charts, experiment, training, visualize
 from net.config import Config
 from net.files import atomic_write_text
 
@@ -266,7 +266,7 @@ def find_learning_rate(
         )
     )
     atomic_write_text(output_dir / "lr_finder.csv", "learning_rate,loss,smoothed_loss\n" + rows)
-    png = visualize.plot_lr_range_test(
+    png = charts.plot_lr_range_test(
         result.learning_rates,
         result.losses,
         result.smoothed,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from net import visualize
+from net import charts, visualize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -98,14 +98,14 @@ CSV_LOG = """epoch,embeddings_loss,learning_rate,logits_loss,loss,val_loss,val_r
 def test_plot_training_curves_from_csv_logger_file(tmp_path):
     csv_path = tmp_path / "log.csv"
     csv_path.write_text(CSV_LOG)
-    path = visualize.plot_training_curves(csv_path, tmp_path / "curves.png")
+    path = charts.plot_training_curves(csv_path, tmp_path / "curves.png")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     width, height = Image.open(path).size
     assert width >= 3 * height  # Three panels: losses, retrieval, learning rate.
 
     losses_only = tmp_path / "losses.csv"
     losses_only.write_text("epoch,loss\n0,1.0\n1,0.5\n")
-    narrow = visualize.plot_training_curves(losses_only, tmp_path / "losses.png")
+    narrow = charts.plot_training_curves(losses_only, tmp_path / "losses.png")
     assert Image.open(narrow).size[0] < width
 
 
@@ -113,37 +113,37 @@ def test_training_curves_draw_the_metric_that_selects_the_best_model(tmp_path):
     """The log of a real run holds val_map@r, the selection metric: it is drawn in the
     retrieval panel beside Recall@K, and its best epoch (the first highest value) is marked."""
     columns = ["epoch", "loss", "val_loss", "val_map@r", "val_recall@1", "val_r_precision"]
-    panels = visualize.training_curve_panels(columns + ["learning_rate"], "val_map@r")
+    panels = charts.training_curve_panels(columns + ["learning_rate"], "val_map@r")
     assert panels == [
         ("losses", ["loss", "val_loss"]),
         ("retrieval", ["val_map@r", "val_recall@1", "val_r_precision"]),
         ("learning rate", ["learning_rate"]),
     ]
     # The selection metric is drawn even under a name the patterns do not know.
-    assert visualize.training_curve_panels(["loss", "val_score"], "val_score")[1] == (
+    assert charts.training_curve_panels(["loss", "val_score"], "val_score")[1] == (
         "retrieval",
         ["val_score"],
     )
-    assert visualize.best_epoch(np.array([0.1, 0.3, np.nan, 0.3, 0.2])) == 1
-    assert visualize.best_epoch(np.array([np.nan, np.nan])) is None
+    assert charts.best_epoch(np.array([0.1, 0.3, np.nan, 0.3, 0.2])) == 1
+    assert charts.best_epoch(np.array([np.nan, np.nan])) is None
     csv_path = tmp_path / "log.csv"
     csv_path.write_text("epoch,loss,val_map@r\n0,1.0,0.1\n1,0.8,0.3\n2,0.7,0.2\n")
-    png = visualize.plot_training_curves(csv_path, tmp_path / "curves.png")
+    png = charts.plot_training_curves(csv_path, tmp_path / "curves.png")
     width, height = Image.open(png).size
     assert width >= 2 * height  # losses and retrieval
 
 
 def test_plot_training_curves_rejects_bad_logs(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.csv"):
-        visualize.plot_training_curves(tmp_path / "missing.csv", tmp_path / "x.png")
+        charts.plot_training_curves(tmp_path / "missing.csv", tmp_path / "x.png")
     empty = tmp_path / "empty.csv"
     empty.write_text("epoch,loss\n")
     with pytest.raises(ValueError, match="no rows"):
-        visualize.plot_training_curves(empty, tmp_path / "x.png")
+        charts.plot_training_curves(empty, tmp_path / "x.png")
     other = tmp_path / "other.csv"
     other.write_text("epoch,accuracy\n0,0.5\n")
     with pytest.raises(ValueError, match="accuracy"):
-        visualize.plot_training_curves(other, tmp_path / "x.png")
+        charts.plot_training_curves(other, tmp_path / "x.png")
 
 
 def test_html_report_embeds_every_image_and_references_nothing_else(tmp_path):
