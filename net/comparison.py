@@ -105,6 +105,8 @@ def sweep_results(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
             metrics = None
         images_per_second, train_seconds = _throughput(_log_columns(run_dir / "log.csv"))
         status = "finished" if metrics else entry.get("status", "pending")
+        if status == "finished" and not metrics:  # e.g. deleted or truncated by hand
+            status = f"finished, but {run_dir / 'metrics.json'} is missing or unreadable"
         rows.append(
             {
                 "name": name,

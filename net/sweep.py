@@ -104,6 +104,11 @@ def read_record(sweep_dir: str | os.PathLike) -> dict[str, Any]:
         raise SweepError(f"{path}: unreadable sweep record ({error})") from error
     if not isinstance(record, dict) or not isinstance(record.get("runs"), dict):
         raise SweepError(f"{path}: not a sweep record (no runs)")
+    bad = next(
+        (name for name, entry in record["runs"].items() if not isinstance(entry, dict)), None
+    )
+    if bad is not None:
+        raise SweepError(f"{path}: not a sweep record (run {bad!r} is not a mapping)")
     return record
 
 

@@ -179,6 +179,9 @@ def test_comparison_table_best_first_with_settings_first(tmp_path):
     assert float(g["time (s)"]) == pytest.approx(5.5)  # sum of the epochs' seconds
     assert g["status"] == "finished" and g["parameters"] == ""  # no best.keras here
     assert rows[4][-1].startswith("failed: Training stopped: training diverged")
+    (tmp_path / "descriptors=S+auxiliary_weight=0" / "metrics.json").write_text("{trunc")
+    rows = {row["name"]: row for row in comparison.sweep_results(tmp_path)}
+    assert rows["descriptors=S+auxiliary_weight=0"]["status"].startswith("finished, but ")
     markdown = paths["markdown"].read_text().splitlines()
     assert markdown[0] == (
         "| model.descriptors | loss.auxiliary_weight | recall@1 (%) | recall@2 (%) | map@r (%) "
@@ -192,6 +195,9 @@ def test_comparison_table_best_first_with_settings_first(tmp_path):
 
 def test_compare_needs_a_sweep_folder(tmp_path):
     with pytest.raises(SweepError, match="not a sweep folder"):
+        comparison.write_comparison(tmp_path)
+    (tmp_path / "sweep.json").write_text('{"runs": {"descriptors=S": 3}}')
+    with pytest.raises(SweepError, match=r"not a sweep record \(run 'descriptors=S' is not a"):
         comparison.write_comparison(tmp_path)
 
 
