@@ -61,6 +61,20 @@ def as_embeddings(array: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
+def as_labels(labels: np.ndarray, count: int, name: str) -> np.ndarray:
+    """Validates a (N,) label vector matching ``count`` embeddings.
+
+    Raises:
+        ValueError: If the labels are not one-dimensional of length ``count``.
+    """
+    values = np.asarray(labels)
+    if values.shape != (count,):
+        raise ValueError(
+            f"{name} must have shape ({count},) to match the embeddings, got {values.shape}"
+        )
+    return values
+
+
 def _smallest_k(
     values: np.ndarray, k: int, ids: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

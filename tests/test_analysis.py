@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from net import analysis
+from net import analysis, ranking
 
 needs_faiss = pytest.mark.skipif(
     importlib.util.find_spec("faiss") is None, reason="the optional faiss-cpu is not installed"
@@ -311,7 +311,7 @@ def test_average_ranking_position_matches_a_plain_loop(integer_data, packed, mon
     """Random and tied (integer) embeddings, the ranking held in chunks of a few queries, with
     packed sort keys and with the argsort used for galleries too large to pack."""
     if not packed:
-        monkeypatch.setattr(analysis, "_PACKED_MAX_COLUMNS", 0)
+        monkeypatch.setattr(ranking, "_PACKED_MAX_COLUMNS", 0)
     rng = np.random.default_rng(5)
     if integer_data:
         data = rng.integers(-1, 2, size=(120, 3)).astype(np.float32)
@@ -320,7 +320,7 @@ def test_average_ranking_position_matches_a_plain_loop(integer_data, packed, mon
     labels = rng.integers(0, 9, size=120)
     labels[0] = 99  # a lone label: that query is left out
     expected = loop_average_ranking_position(data, labels)
-    monkeypatch.setattr(analysis, "_RANKING_ENTRIES", 7 * 120)  # chunks of 7 queries
+    monkeypatch.setattr(ranking, "_RANKING_ENTRIES", 7 * 120)  # chunks of 7 queries
     assert analysis.average_ranking_position(data, labels) == pytest.approx(expected, rel=1e-12)
     queries, query_labels = data[:30] + 0.25, labels[:30]
     expected = loop_average_ranking_position(data[30:], labels[30:], queries, query_labels)
