@@ -81,7 +81,8 @@ def analyze_model_performance(
 @config_task(
     model_path="a run directory (its best.keras) or a saved .keras model (default: the "
     "newest run under output.root with a best.keras)",
-    output_dir="folder to write (default: the run's tensorboard/projector)",
+    output_dir="folder to write (default: the run's tensorboard/projector; for a .keras file "
+    "outside a run, tensorboard/projector beside it)",
     thumbnail_size="side of the sprite's thumbnails in pixels (default 64; smaller for large sets)",
 )
 def export_embeddings(
