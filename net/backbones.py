@@ -206,6 +206,11 @@ def load_weights_file(model: keras.Model, path: str, backbone: str) -> None:
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"backbone {backbone!r}: weights file {path!r} not found")
+    if str(path).lower().endswith((".pth", ".pt")):
+        raise ValueError(
+            f"backbone {backbone!r}: weights file {path!r} is a PyTorch checkpoint, which is "
+            "read for efficientnet_lite0 only; give a .weights.h5 or .h5 file"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

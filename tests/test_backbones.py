@@ -112,6 +112,16 @@ def test_weights_file_of_another_architecture_is_named(tmp_path):
         build_backbone("resnet50", input_shape=(SIZE, SIZE, 3), weights=path)
 
 
+def test_a_pytorch_checkpoint_for_a_keras_backbone_says_so(tmp_path):
+    """Not Keras' "File format not supported ... only supports V3 .keras files": the .pth
+    reader serves efficientnet_lite0 alone."""
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"PK")
+    with pytest.raises(ValueError, match="is a PyTorch checkpoint, which is read for "
+                       "efficientnet_lite0 only"):  # fmt: skip
+        build_backbone("small_cnn", input_shape=(32, 32, 3), weights=str(path))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="imagenet"):
         build_backbone("small_cnn", input_shape=(32, 32, 3), weights="imagenet")
