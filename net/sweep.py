@@ -89,6 +89,28 @@ def run_commands(base: SweepBase, runs: Sequence[SweepRun], sweep_dir: Path) -> 
     return [shlex.join(train_command(base, run, sweep_dir / run.name, ["invoke"])) for run in runs]
 
 
+def commands_to_run(
+    base: SweepBase,
+    grid: Mapping[str, Sequence[Any]],
+    sweep_dir: str | os.PathLike,
+    *,
+    retry_failed: bool = False,
+    out: TextIO | None = None,
+) -> list[str]:
+    """The command lines of the runs still to train (``ml.sweep --print-commands``).
+
+    As :func:`run_sweep` decides, without training: finished runs and runs that failed before
+    are left out, and a run whose settings the configuration rejects is recorded as failed
+    (its line goes to ``out``, default standard error) instead of being handed to a job runner
+    that would only see it fail. The record is written for ``analysis.compare-sweep``.
+    """
+    sweep_dir = Path(sweep_dir)
+    record = open_sweep(base, grid, sweep_dir)
+    queue = _runs_to_train(base, grid, sweep_dir, record, retry_failed, out or sys.stderr)
+    atomic_write_json(sweep_dir / RECORD_NAME, record)
+    return run_commands(base, queue, sweep_dir)
+
+
 def read_record(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     """A sweep's ``sweep.json``.
 

@@ -87,8 +87,8 @@ def find_lr(
     name="the sweep's folder under <output.root>/sweeps/ (default: the grid's keys)",
     set_=SET_HELP + "; applies to every run",
     parallel="runs at once (default 1); each sees one GPU via CUDA_VISIBLE_DEVICES",
-    print_commands="print each run's ml.train command line (for a Slurm array or "
-    "xargs -P), one a line, and write the sweep's record; train nothing",
+    print_commands="print the ml.train command line of each run still to train (for a Slurm "
+    "array or xargs -P), one a line, and write the sweep's record; train nothing",
     retry_failed="run again the runs that failed in an earlier start",
 )
 def sweep(
@@ -125,8 +125,9 @@ def sweep(
         sweep_dir = Path(config.output.root) / "sweeps" / name
         base = sweeps.SweepBase(str(Path(config_path).resolve()), profile or None, tuple(set_))
         if print_commands:
-            sweeps.open_sweep(base, grid, sweep_dir)  # for analysis.compare-sweep afterwards
-            print("\n".join(sweeps.run_commands(base, grids.grid_runs(grid), sweep_dir)))
+            commands = sweeps.commands_to_run(base, grid, sweep_dir, retry_failed=retry_failed)
+            if commands:
+                print("\n".join(commands))
             return
         print(f"Sweep {sweep_dir}: {len(grids.grid_runs(grid))} combinations")
         record = sweeps.run_sweep(base, grid, sweep_dir, parallel=parallel,

@@ -244,6 +244,28 @@ def test_print_commands_task_prints_one_line_per_run(capsys, tmp_path):
     assert len(record["runs"]) == 14
     assert {entry["status"] for entry in record["runs"].values()} == {"pending"}
 
+    # A combination the configuration rejects is not handed to the job runner: it is recorded
+    # as failed, with its line on standard error; a finished run is not printed again.
+    def print_commands(*grid):
+        Program(namespace=ns).run(
+            ["invoke", "ml.sweep", "--config-path", str(config), "--print-commands",
+             "--name", "mixed", *grid],
+            exit=False,
+        )  # fmt: skip
+        captured = capsys.readouterr()
+        return captured.out.strip().splitlines(), captured.err
+
+    lines, err = print_commands("--grid", "model.descriptors=S,Q,G")
+    mixed = tmp_path / "runs" / "sweeps" / "mixed"
+    assert [line.rsplit("/", 1)[-1] for line in lines] == ["descriptors=S", "descriptors=G"]
+    assert "[sweep] descriptors=Q: failed: " in err and "'Q' has 'Q'" in err
+    assert sweep.read_record(mixed)["runs"]["descriptors=Q"]["status"] == "failed"
+    (mixed / "descriptors=S").mkdir()
+    (mixed / "descriptors=S" / "metrics.json").write_text("{}")
+    lines, err = print_commands("--grid", "model.descriptors=S,Q,G")
+    assert [line.rsplit("/", 1)[-1] for line in lines] == ["descriptors=G"]
+    assert "[sweep] descriptors=S: finished before, skipped" in err
+
 
 def test_the_sweep_process_imports_no_tensorflow(tmp_path):
     """The sweep only starts processes and reads files: TensorFlow stays in the runs."""
