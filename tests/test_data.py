@@ -378,7 +378,7 @@ def test_validation_reports_every_bad_file_in_one_message(tmp_path):
 
 def test_validation_skips_bad_files_and_says_how_many(tmp_path, caplog):
     records, expected = _bad_data_set(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="net.data"):
+    with caplog.at_level(logging.WARNING, logger="net.record_checks"):
         kept = validate_records(records, skip_bad=True)
     assert sorted(Path(p).name for p in kept.paths) == sorted(
         ["good0.jpg", "good1.jpg", "good2.jpg", "good3.jpg", "good.png", "tolerated.jpg"]
@@ -462,7 +462,7 @@ def test_skipping_says_how_many_in_plain_words(tmp_path, caplog):
     files = [str(tmp_path / f"{i}.jpg") for i in range(4)] + [str(tmp_path / "gone.jpg")]
     records = Records(np.array(files), np.array([0, 0, 1, 1, 1]), np.full((5, 4), -1),
                       (np.str_("first"), np.str_("second")))  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="net.data"):
+    with caplog.at_level(logging.WARNING, logger="net.record_checks"):
         validate_records(records, skip_bad=True)
     assert "Skipped 1 of 5 images (unusable):" in caplog.text
     assert "are unusable" not in caplog.text and "np.str_" not in caplog.text

@@ -32,7 +32,7 @@ def test_skipping_that_empties_a_middle_class_leaves_dense_labels(tmp_path, capl
     renumbered 0..2 keeping each image's class name, b is reported, the head has 3 outputs."""
     classes = ["a", "b", "c", "d", "e", "f"]
     root = _image_folder(tmp_path / "set", classes, per_class=3, empty={"b"})
-    with caplog.at_level(logging.WARNING, logger="net.data"):
+    with caplog.at_level(logging.WARNING, logger="net.record_checks"):
         records = data.read_dataset("image_folder", root, skip_bad=True)
     assert "Dropped 1 class(es) left with fewer than two usable images: 'b' (label 1)" in (
         caplog.text
