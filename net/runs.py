@@ -54,6 +54,10 @@ INPUT_KEYS = ("image_size", "crop")
 #: Settings that may differ when a run is resumed: more epochs extend a finished run.
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"training.epochs"})
 
+#: Keys added to the configuration after runs may have started, each with the value that does
+#: what such a run did: a run whose ``config.yaml`` lacks the key resumes if it has that value.
+ADDED_KEYS: dict[str, Any] = {"evaluation.nprobe": 16}
+
 
 class RunDirectoryError(ValueError):
     """A run directory that cannot be resumed with the given configuration."""
@@ -140,7 +144,8 @@ def check_same_config(current: dict[str, dict[str, Any]], run_dir: Path) -> None
             f"{section}.{key}"
             for section in current
             for key in current[section]
-            if previous.get(section, {}).get(key) != current[section][key]
+            if previous.get(section, {}).get(key, ADDED_KEYS.get(f"{section}.{key}"))
+            != current[section][key]
             and f"{section}.{key}" not in RESUMABLE_CHANGES
         )
         if changed:

@@ -130,6 +130,17 @@ def test_check_same_config_allows_only_more_epochs(tmp_path):
         runs.check_same_config({**config, "model": {"embedding_dim": 16}}, tmp_path)
 
 
+def test_a_run_started_before_evaluation_nprobe_existed_resumes_with_its_value(tmp_path):
+    """A config.yaml saved before the key was added lacks it: the value that does what the run
+    did (16, the search's fixed nprobe then) resumes it; another value does not."""
+    old = {"evaluation": {"method": "exact"}, "training": {"epochs": 2}}
+    runs.check_same_config(old, tmp_path)
+    runs.check_same_config({**old, "evaluation": {"method": "exact", "nprobe": 16}}, tmp_path)
+    (tmp_path / runs.RUN_CONFIG).write_text(yaml.safe_dump(old))
+    with pytest.raises(runs.RunDirectoryError, match=r"differences: evaluation\.nprobe"):
+        runs.check_same_config({**old, "evaluation": {"method": "exact", "nprobe": 64}}, tmp_path)
+
+
 class _Resolver:
     def __init__(self, task_type, task_id, jobs):
         self.task_type, self.task_id, self._jobs = task_type, task_id, jobs
