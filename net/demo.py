@@ -28,7 +28,6 @@ def run_demo(config: Config, run_dir: str | os.PathLike | None = None) -> dict:
     """
     generate_demo_dataset(config.data.root)
     run_dir = Path(run_dir) if run_dir else runs.make_run_dir(config.output.root)
-    print(f"Run directory: {run_dir}")
     splits = experiment.load_splits(config.data)
     if config.training.seed is not None:
         keras.utils.set_random_seed(config.training.seed)
