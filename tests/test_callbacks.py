@@ -2,7 +2,7 @@
 
 import io
 
-from net import callbacks
+from net import callbacks, epoch_logs
 
 
 class FakeClock:
@@ -18,7 +18,7 @@ def test_throughput_logs_images_per_second_and_wall_time(monkeypatch):
     validation (10 images) ends at 6 s: training 3 x 8 / 4 = 6 img/s, embedding 10 / (6 - 4) =
     5 img/s, 6 s in all. The next epoch starts its own count."""
     clock = FakeClock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(epoch_logs.time, "perf_counter", clock)
     throughput = callbacks.Throughput(images_per_step=8, embedded_images=10)
     throughput.on_epoch_begin(0)
     for step, end in enumerate((1.0, 2.0, 4.0)):
@@ -47,7 +47,7 @@ def test_throughput_logs_images_per_second_and_wall_time(monkeypatch):
 
 def test_without_validation_no_embedding_speed_is_logged(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(epoch_logs.time, "perf_counter", clock)
     throughput = callbacks.Throughput(images_per_step=4)
     throughput.on_epoch_begin(0)
     clock.now = 2.0
