@@ -166,8 +166,7 @@ def grid_runs(grid: Mapping[str, Sequence[Any]]) -> list[SweepRun]:
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values, strict=True))
         name = "+".join(
-            f"{safe_name(short[key])}={safe_name(format_value(value))}"
-            for key, value in settings.items()
+            f"{safe_name(short[key])}={_value_name(value)}" for key, value in settings.items()
         )
         unique, number = name, 2
         while unique in seen:
@@ -175,6 +174,13 @@ def grid_runs(grid: Mapping[str, Sequence[Any]]) -> list[SweepRun]:
         seen.add(unique)
         runs.append(SweepRun(unique, settings))
     return runs
+
+
+def _value_name(value: Any) -> str:
+    """A value in a run's name; a number keeps its sign (``-1`` is not ``1``)."""
+    text = format_value(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return text if number and not _NAME_UNSAFE.search(text) else safe_name(text)
 
 
 def default_name(grid: Mapping[str, Sequence[Any]]) -> str:

@@ -95,6 +95,9 @@ def test_every_combination_once_named_after_its_settings():
     # Values that would give one name are numbered.
     same = grid_runs({"data.root": ["a/b", "a b"]})
     assert [run.name for run in same] == ["root=a-b", "root=a-b+2"]
+    # A negative number keeps its sign (not "epochs=1" for -1).
+    signed = grid_runs({"training.epochs": [1, -1], "loss.params.margin": [-0.5]})
+    assert [run.name for run in signed] == ["epochs=1+margin=-0.5", "epochs=-1+margin=-0.5"]
 
 
 @pytest.mark.parametrize("value", ["S", 0, 1.5, 1e-5, None, True, [10, 20], {"margin": None}])
