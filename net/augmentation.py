@@ -13,6 +13,7 @@ operations are off::
       grayscale: 0.25       # probability of a blend towards gray of strength in [0.2, 1]
       max_ops: 2            # optional: at most 2 of the non-flip operations per image
 
+A range that changes nothing (``rotate: 0``, ``scale: [1, 1]``) turns the operation off.
 A number or range alone applies the operation to every image (``grayscale``'s number is its
 probability, its strength range the seed's [0.2, 1]). The long form ``{p: 0.25, range: ...}``
 applies it with probability ``p``; :data:`DEFAULT` is, in that form, ``flip: 0.5`` and each of
@@ -262,7 +263,20 @@ def _parse_operation(op: str, value: Any, key: str) -> dict[str, Any]:
         if "range" not in value:
             raise ValueError(f"{key}: the long form needs a range, e.g. {{p: 0.25, range: ...}}")
         p = _probability(value.get("p", 1.0), f"{key}.p")
-        return {f"{op}_p": p, f"{op}_range": _range(op, value["range"], f"{key}.range")}
-    if op == "grayscale":
+        bounds = _range(op, value["range"], f"{key}.range")
+    elif op == "grayscale":
         return {"grayscale_p": _probability(value, key)}
-    return {f"{op}_p": 1.0, f"{op}_range": _range(op, value, key)}
+    else:
+        p, bounds = 1.0, _range(op, value, key)
+    if bounds == _IDENTITY.get(op):  # rotate: 0, scale: [1, 1]: off, as when left out
+        p = 0.0
+    return {f"{op}_p": p, f"{op}_range": bounds}
+
+
+#: The range of each warp that leaves the image unchanged (that operation is then off).
+_IDENTITY = {
+    "scale": (1.0, 1.0),
+    "translate": (0.0, 0.0),
+    "rotate": (0.0, 0.0),
+    "shear": (0.0, 0.0),
+}

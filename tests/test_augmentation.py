@@ -46,6 +46,23 @@ def test_short_forms_apply_always_and_omitted_operations_are_off():
     assert parse_augmentation({"rotate": 5, "shear": 3, "max_ops": 2}).max_ops == 2
 
 
+def test_an_identity_range_is_off_and_not_counted_by_max_ops():
+    """``rotate: 0`` turns rotation off (not a rotation by 0 that max_ops would choose)."""
+    settings = parse_augmentation({"rotate": 0, "shear": {"p": 0.5, "range": [0, 0]},
+                                   "scale": [1, 1], "translate": 0.1, "max_ops": 1})  # fmt: skip
+    assert settings.operations == ("translate",)
+    with pytest.raises(ValueError, match="max_ops: 2 is more than the 1 non-flip operations"):
+        parse_augmentation({"rotate": 0, "translate": 0.1, "max_ops": 2})
+    config = load_config(REPO / "config.yaml", overrides=["data.augment.rotate=0"])
+    assert config.data.augmentation.operations == (
+        "flip",
+        "scale",
+        "translate",
+        "shear",
+        "grayscale",
+    )
+
+
 def test_the_mapping_form_of_true_and_false_parses_back_the_same():
     assert parse_augmentation(as_mapping(True)) == DEFAULT
     assert as_mapping(False) == as_mapping(None) == {}
