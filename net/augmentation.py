@@ -26,7 +26,7 @@ operations: a larger N is a configuration error), then that many distinct operat
 at random; a chosen operation is then applied with its own ``p`` (1 in the short form). The
 flip is always drawn on its own.
 
-The operations are drawn and applied by :func:`net.pipeline.augment_image`.
+The operations are drawn and applied by :func:`net.augment_ops.augment_image`.
 """
 
 from __future__ import annotations
