@@ -111,12 +111,7 @@ def sweep(
     from net import grid as grids
     from net import sweep as sweeps
 
-    try:
-        parallel = int(parallel or 1)
-    except ValueError:
-        parallel = 0
-    if parallel < 1:
-        fail("--parallel must be a whole number of runs at once, at least 1", code=2)
+    parallel = integer_option("parallel", parallel, 1)
     try:
         grid = grids.build_grid(grid or [], grid_file)
         name = name or grids.default_name(grid)
