@@ -30,97 +30,43 @@ from net.data import DataError
 # y-range of the lower body where markings go.
 _SHAPES: dict[str, dict] = {
     "sedan": {
-        "body": [
-            (0, 0.10),
-            (0, 0.26),
-            (0.05, 0.30),
-            (0.25, 0.32),
-            (0.35, 0.48),
-            (0.68, 0.48),
-            (0.80, 0.32),
-            (1, 0.29),
-            (1, 0.10),
-        ],
+        "body": [(0, 0.10), (0, 0.26), (0.05, 0.30), (0.25, 0.32), (0.35, 0.48), (0.68, 0.48),
+                 (0.80, 0.32), (1, 0.29), (1, 0.10)],
         "windows": [[(0.37, 0.33), (0.42, 0.45), (0.66, 0.45), (0.76, 0.33)]],
-        "wheels": ((0.2, 0.8), 0.09),
-        "band": (0.13, 0.27),
+        "wheels": ((0.2, 0.8), 0.09), "band": (0.13, 0.27),
     },
     "hatchback": {
-        "body": [
-            (0, 0.10),
-            (0, 0.28),
-            (0.25, 0.33),
-            (0.38, 0.56),
-            (0.92, 0.56),
-            (1, 0.38),
-            (1, 0.10),
-        ],
+        "body": [(0, 0.10), (0, 0.28), (0.25, 0.33), (0.38, 0.56), (0.92, 0.56), (1, 0.38),
+                 (1, 0.10)],
         "windows": [[(0.40, 0.35), (0.44, 0.52), (0.90, 0.52), (0.95, 0.36)]],
-        "wheels": ((0.18, 0.82), 0.10),
-        "band": (0.13, 0.30),
+        "wheels": ((0.18, 0.82), 0.10), "band": (0.13, 0.30),
     },
     "suv": {
-        "body": [
-            (0, 0.12),
-            (0, 0.38),
-            (0.12, 0.42),
-            (0.20, 0.68),
-            (0.97, 0.68),
-            (1, 0.60),
-            (1, 0.12),
-        ],
-        "windows": [
-            [(0.23, 0.45), (0.28, 0.63), (0.58, 0.63), (0.58, 0.45)],
-            [(0.62, 0.45), (0.62, 0.63), (0.94, 0.63), (0.95, 0.45)],
-        ],
-        "wheels": ((0.18, 0.80), 0.12),
-        "band": (0.16, 0.38),
+        "body": [(0, 0.12), (0, 0.38), (0.12, 0.42), (0.20, 0.68), (0.97, 0.68), (1, 0.60),
+                 (1, 0.12)],
+        "windows": [[(0.23, 0.45), (0.28, 0.63), (0.58, 0.63), (0.58, 0.45)],
+                    [(0.62, 0.45), (0.62, 0.63), (0.94, 0.63), (0.95, 0.45)]],
+        "wheels": ((0.18, 0.80), 0.12), "band": (0.16, 0.38),
     },
     "pickup": {
-        "body": [
-            (0, 0.12),
-            (0, 0.36),
-            (0.15, 0.40),
-            (0.25, 0.66),
-            (0.52, 0.66),
-            (0.55, 0.40),
-            (1, 0.40),
-            (1, 0.12),
-        ],
+        "body": [(0, 0.12), (0, 0.36), (0.15, 0.40), (0.25, 0.66), (0.52, 0.66), (0.55, 0.40),
+                 (1, 0.40), (1, 0.12)],
         "windows": [[(0.28, 0.43), (0.31, 0.61), (0.50, 0.61), (0.50, 0.43)]],
-        "wheels": ((0.18, 0.80), 0.12),
-        "band": (0.16, 0.37),
+        "wheels": ((0.18, 0.80), 0.12), "band": (0.16, 0.37),
     },
     "sports": {
-        "body": [
-            (0, 0.08),
-            (0, 0.18),
-            (0.30, 0.26),
-            (0.45, 0.38),
-            (0.68, 0.38),
-            (0.88, 0.28),
-            (1, 0.26),
-            (1, 0.08),
-        ],
+        "body": [(0, 0.08), (0, 0.18), (0.30, 0.26), (0.45, 0.38), (0.68, 0.38), (0.88, 0.28),
+                 (1, 0.26), (1, 0.08)],
         "windows": [[(0.47, 0.28), (0.50, 0.35), (0.66, 0.35), (0.80, 0.28)]],
-        "wheels": ((0.2, 0.8), 0.085),
-        "band": (0.10, 0.22),
+        "wheels": ((0.2, 0.8), 0.085), "band": (0.10, 0.22),
     },
     "van": {
         "body": [(0, 0.10), (0, 0.50), (0.08, 0.75), (1, 0.75), (1, 0.10)],
-        "windows": [
-            [
-                (0.10 + 0.18 * i, 0.52),
-                (0.10 + 0.18 * i, 0.68),
-                (0.22 + 0.18 * i, 0.68),
-                (0.22 + 0.18 * i, 0.52),
-            ]
-            for i in range(5)
-        ],
-        "wheels": ((0.15, 0.85), 0.10),
-        "band": (0.16, 0.46),
+        "windows": [[(0.10 + 0.18 * i, 0.52), (0.10 + 0.18 * i, 0.68), (0.22 + 0.18 * i, 0.68),
+                     (0.22 + 0.18 * i, 0.52)] for i in range(5)],
+        "wheels": ((0.15, 0.85), 0.10), "band": (0.16, 0.46),
     },
-}
+}  # fmt: skip
 
 _COLOURS: dict[str, tuple[int, int, int]] = {  # RGB
     "red": (205, 30, 35),
@@ -170,6 +116,35 @@ def _to_pixels(points, x0: float, ground: float, length: float, facing_left: boo
     return np.stack([x0 + x * length, ground - pts[:, 1] * length], axis=1).round().astype(np.int32)
 
 
+def _marking_polygons(marking: str, low: float, high: float) -> list[list[tuple[float, float]]]:
+    """The filled polygons, in vehicle units, of a marking on the band from ``low`` to ``high``.
+
+    Stripes run the body's length, the checker band's squares alternate between the band's
+    lower and upper half, diagonal bands lean towards the rear; a plain body and the emblem (a
+    circle, drawn apart) have none.
+    """
+    mid, span = (low + high) / 2, high - low
+
+    def rectangle(x_lo: float, x_hi: float, y_lo: float, y_hi: float) -> list[tuple[float, float]]:
+        return [(x_lo, y_lo), (x_lo, y_hi), (x_hi, y_hi), (x_hi, y_lo)]
+
+    if marking == "stripe":
+        return [rectangle(0, 1, mid - 0.2 * span, mid + 0.2 * span)]
+    if marking == "two stripes":
+        centres = (low + 0.25 * span, low + 0.75 * span)
+        return [rectangle(0, 1, c - 0.1 * span, c + 0.1 * span) for c in centres]
+    if marking == "checker band":  # ten squares, alternately in the lower and upper half
+        half = span / 2
+        return [
+            rectangle(i / 10, (i + 1) / 10, low + i % 2 * half, low + (i % 2 + 1) * half)
+            for i in range(10)
+        ]
+    if marking == "diagonal bands":
+        starts = (0.25, 0.45, 0.65)
+        return [[(x, low), (x + 0.12, high), (x + 0.2, high), (x + 0.08, low)] for x in starts]
+    return []
+
+
 def _draw_vehicle(
     image: np.ndarray,
     mask: np.ndarray,
@@ -194,83 +169,13 @@ def _draw_vehicle(
     luminance = 0.299 * body_rgb[0] + 0.587 * body_rgb[1] + 0.114 * body_rgb[2]
     contrast = (20, 20, 25) if luminance > 140 else (245, 245, 245)
     low, high = shape["band"]
-    mid, span = (low + high) / 2, high - low
-    if marking == "stripe":
-        cv2.fillPoly(
-            image,
-            [
-                px(
-                    [
-                        (0, mid - 0.2 * span),
-                        (0, mid + 0.2 * span),
-                        (1, mid + 0.2 * span),
-                        (1, mid - 0.2 * span),
-                    ]
-                )
-            ],
-            contrast,
-        )
-    elif marking == "two stripes":
-        for centre in (low + 0.25 * span, low + 0.75 * span):
-            cv2.fillPoly(
-                image,
-                [
-                    px(
-                        [
-                            (0, centre - 0.1 * span),
-                            (0, centre + 0.1 * span),
-                            (1, centre + 0.1 * span),
-                            (1, centre - 0.1 * span),
-                        ]
-                    )
-                ],
-                contrast,
-            )
-    elif marking == "emblem":
-        centre = px([(0.5, mid)])[0]
+    if marking == "emblem":
+        centre = tuple(int(v) for v in px([(0.5, (low + high) / 2)])[0])
         cv2.circle(
-            image,
-            tuple(int(v) for v in centre),
-            max(2, int(0.4 * span * length)),
-            contrast,
-            -1,
-            cv2.LINE_AA,
+            image, centre, max(2, int(0.4 * (high - low) * length)), contrast, -1, cv2.LINE_AA
         )
-    elif marking == "checker band":
-        squares = 10
-        for i in range(squares):
-            row = i % 2
-            y_lo, y_hi = low + row * span / 2, low + (row + 1) * span / 2
-            cv2.fillPoly(
-                image,
-                [
-                    px(
-                        [
-                            (i / squares, y_lo),
-                            (i / squares, y_hi),
-                            ((i + 1) / squares, y_hi),
-                            ((i + 1) / squares, y_lo),
-                        ]
-                    )
-                ],
-                contrast,
-            )
-    elif marking == "diagonal bands":
-        for start in (0.25, 0.45, 0.65):
-            cv2.fillPoly(
-                image,
-                [
-                    px(
-                        [
-                            (start, low),
-                            (start + 0.12, high),
-                            (start + 0.2, high),
-                            (start + 0.08, low),
-                        ]
-                    )
-                ],
-                contrast,
-            )
+    for polygon in _marking_polygons(marking, low, high):
+        cv2.fillPoly(image, [px(polygon)], contrast)
     for window in shape["windows"]:
         cv2.fillPoly(image, [px(window)], (150, 185, 210), cv2.LINE_AA)
     axles, radius = shape["wheels"]
