@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import re
 import types
@@ -26,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from net.augmentation import as_mapping, parse_augmentation
+from net.augmentation import as_mapping
 from net.config_schema import (  # noqa: F401 (re-exported: the schema lives there)
     Config,
     DataConfig,
@@ -36,9 +35,8 @@ from net.config_schema import (  # noqa: F401 (re-exported: the schema lives the
     OutputConfig,
     ScheduleConfig,
     TrainingConfig,
+    check_values,
 )
-from net.descriptors import parse_descriptors
-from net.loss_params import check_metric_loss_params
 
 #: Mappings that an overlay replaces whole instead of merging into: a loss's parameters, and
 #: the augmentation operations (an operation left out of an overlay's mapping is off).
@@ -155,7 +153,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     """
     config = _build(Config, raw, "", source, skip={"source"})
     config = dataclasses.replace(config, source=source)
-    _check_values(config, source)
+    try:
+        check_values(config)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from error
     return config
 
 
@@ -363,110 +364,3 @@ _SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
 
 def _describe(hint: Any) -> str:
     return str(hint).replace("typing.", "")
-
-
-def _check_values(config: Config, source: str) -> None:
-    def fail(key: str, message: str) -> typing.NoReturn:
-        raise ConfigError(f"{source}: {key}: {message}")
-
-    data, model, loss, training = config.data, config.model, config.loss, config.training
-    positive = {
-        "data.image_size": data.image_size,
-        "data.classes_per_batch": data.classes_per_batch,
-        "data.images_per_class": data.images_per_class,
-        "data.eval_batch_size": data.eval_batch_size,
-        "model.embedding_dim": model.embedding_dim,
-        "training.epochs": training.epochs,
-        "evaluation.block_size": config.evaluation.block_size,
-        "evaluation.nprobe": config.evaluation.nprobe,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            fail(key, f"must be positive, got {value}")
-    if data.image_size < 32:
-        fail("data.image_size", f"must be at least 32 pixels, got {data.image_size}")
-    if data.images_per_class < 2:
-        fail("data.images_per_class", "must be at least 2 (a P x K batch needs positives)")
-    if data.classes_per_batch < 2:
-        fail("data.classes_per_batch", "must be at least 2 (a P x K batch needs negatives)")
-    if data.num_train_classes is not None and data.num_train_classes < 2:
-        fail("data.num_train_classes", f"must be at least 2, got {data.num_train_classes}")
-    if data.num_val_classes < 0:
-        fail("data.num_val_classes", f"must be 0 or more, got {data.num_val_classes}")
-    if data.num_val_classes and data.num_val_classes < 2:
-        fail("data.num_val_classes", "must be 0 or at least 2 (retrieval needs negatives)")
-    if data.num_train_classes is not None:
-        fit_classes = data.num_train_classes - data.num_val_classes
-        if data.classes_per_batch > fit_classes:
-            fail(
-                "data.classes_per_batch",
-                f"P = {data.classes_per_batch} classes per batch, but only {fit_classes} "
-                f"training classes remain (num_train_classes {data.num_train_classes} - "
-                f"num_val_classes {data.num_val_classes})",
-            )
-    try:
-        parse_augmentation(data.augment)
-    except ValueError as error:
-        raise ConfigError(f"{source}: {error}") from error
-    letters = model.descriptors
-    try:
-        parse_descriptors(letters)
-    except ValueError as error:
-        fail("model.descriptors", str(error))
-    if model.embedding_dim % len(letters):
-        fail(
-            "model.embedding_dim",
-            f"{model.embedding_dim} is not divisible by the {len(letters)} descriptors "
-            f"of {letters!r}",
-        )
-    if model.gem_p <= 0:
-        fail("model.gem_p", f"must be positive, got {model.gem_p}")
-    if loss.auxiliary_weight < 0:
-        fail("loss.auxiliary_weight", f"must be 0 or more, got {loss.auxiliary_weight}")
-    if not 0 <= loss.label_smoothing < 1:
-        fail("loss.label_smoothing", f"must be in [0, 1), got {loss.label_smoothing}")
-    if loss.temperature <= 0:
-        fail("loss.temperature", f"must be positive, got {loss.temperature}")
-    if training.learning_rate <= 0:
-        fail("training.learning_rate", f"must be positive, got {training.learning_rate}")
-    if training.weight_decay < 0:
-        fail("training.weight_decay", f"must be 0 or more, got {training.weight_decay}")
-    if training.steps_per_epoch is not None and training.steps_per_epoch <= 0:
-        fail("training.steps_per_epoch", f"must be positive, got {training.steps_per_epoch}")
-    if training.early_stopping_patience < 0:
-        fail("training.early_stopping_patience", "must be 0 or more")
-    multiplier = training.backbone_learning_rate_multiplier
-    if not math.isfinite(multiplier) or multiplier < 0:
-        fail("training.backbone_learning_rate_multiplier", f"must be 0 or more, got {multiplier}")
-    if training.freeze_backbone_epochs < 0:
-        fail(
-            "training.freeze_backbone_epochs",
-            f"must be 0 or more, got {training.freeze_backbone_epochs}",
-        )
-    schedule = training.schedule
-    if not 0 < schedule.factor <= 1:
-        fail("training.schedule.factor", f"must be in (0, 1], got {schedule.factor}")
-    if schedule.kind == "step":
-        if not schedule.boundaries:
-            fail("training.schedule.boundaries", "a step schedule needs at least one epoch")
-        if sorted(set(schedule.boundaries)) != schedule.boundaries or schedule.boundaries[0] < 1:
-            fail(
-                "training.schedule.boundaries",
-                f"must be increasing epochs of at least 1, got {schedule.boundaries}",
-            )
-    if schedule.kind == "plateau" and schedule.patience < 1:
-        fail("training.schedule.patience", "must be at least 1 for a plateau schedule")
-    if schedule.kind == "plateau" and data.num_val_classes == 0:
-        fail("training.schedule.kind", "plateau needs validation classes (data.num_val_classes)")
-    ks = config.evaluation.ks
-    if not ks or any(k < 1 for k in ks):
-        fail("evaluation.ks", f"must be positive integers, got {ks}")
-    _check_loss_params(loss, fail)
-
-
-def _check_loss_params(loss: LossConfig, fail: typing.Callable[[str, str], typing.NoReturn]):
-    """Checks the metric loss's parameters as its class would (no TensorFlow needed)."""
-    try:
-        check_metric_loss_params(loss.name, loss.params)
-    except ValueError as error:
-        fail(f"loss.params ({loss.name})", str(error))
