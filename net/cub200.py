@@ -13,28 +13,20 @@ import math
 import os
 from pathlib import Path
 
-from net.annotation_files import (
-    Problems,
-    base_folder,
-    check_image_files,
-    numbered_rows,
-    parse_integer,
-    parse_number,
-    read_lines,
-    records_from_rows,
-    relative_path,
-)
+from net import annotation_files
 from net.records import DataError, Records
 
 
-def _id_table(path: Path, lines: list[str], problems: Problems) -> dict[int, tuple[int, list[str]]]:
+def _id_table(
+    path: Path, lines: list[str], problems: annotation_files.Problems
+) -> dict[int, tuple[int, list[str]]]:
     """``{id: (line, other fields)}`` of a CUB ``<id> <value...>`` file (two or five fields)."""
     table: dict[int, tuple[int, list[str]]] = {}
     for number, text in enumerate(lines, start=1):
         row = text.split()
         if not row:
             continue
-        key = parse_integer(row[0])
+        key = annotation_files.parse_integer(row[0])
         if key is None:
             problems.add(path, number, f"image id {row[0]!r} is not an integer")
             continue
@@ -60,14 +52,14 @@ def read_cub200(root: str | os.PathLike) -> tuple[Records, list[str]]:
     Raises:
         DataError: an annotation file is missing or unreadable, or ``images/`` is missing.
     """
-    base = base_folder(root, "cub200")
-    problems = Problems()
+    base = annotation_files.base_folder(root, "cub200")
+    problems = annotation_files.Problems()
     paths = {name: base / f"{name}.txt" for name in ("classes", "images", "image_class_labels")}
     boxes_path = base / "bounding_boxes.txt"
-    class_lines = read_lines(paths["classes"])
+    class_lines = annotation_files.read_lines(paths["classes"])
     classes: dict[int, str] = {}
-    for number, row in numbered_rows(paths["classes"], class_lines, 2, problems):
-        class_id = parse_integer(row[0])
+    for number, row in annotation_files.numbered_rows(paths["classes"], class_lines, 2, problems):
+        class_id = annotation_files.parse_integer(row[0])
         if class_id is None or class_id < 1:
             problems.add(paths["classes"], number, f"class id {row[0]!r} is not a positive integer")
         elif class_id in classes:
@@ -81,16 +73,18 @@ def read_cub200(root: str | os.PathLike) -> tuple[Records, list[str]]:
         problems.add(paths["classes"], None, f"class ids are not 1..{max(classes)}: {gaps} absent")
     class_names = tuple(classes.get(i, f"class {i}") for i in range(1, max(classes) + 1))
 
-    images = _id_table(paths["images"], read_lines(paths["images"]), problems)
+    images = _id_table(paths["images"], annotation_files.read_lines(paths["images"]), problems)
     labels = _id_table(
-        paths["image_class_labels"], read_lines(paths["image_class_labels"]), problems
+        paths["image_class_labels"],
+        annotation_files.read_lines(paths["image_class_labels"]),
+        problems,
     )
-    boxes = _id_table(boxes_path, read_lines(boxes_path), problems)
+    boxes = _id_table(boxes_path, annotation_files.read_lines(boxes_path), problems)
     listed: dict[str, tuple[Path, int]] = {}
     rows = []
     for image_id in sorted(images):
         line, fields = images[image_id]
-        if len(fields) != 1 or not relative_path(fields[0]):
+        if len(fields) != 1 or not annotation_files.relative_path(fields[0]):
             problems.add(
                 paths["images"], line, f"expected '<image id> <relative path>', got {fields}"
             )
@@ -108,7 +102,9 @@ def read_cub200(root: str | os.PathLike) -> tuple[Records, list[str]]:
             )
             continue
         label_line, label_fields = labels[image_id]
-        class_id = parse_integer(label_fields[0]) if len(label_fields) == 1 else None
+        class_id = (
+            annotation_files.parse_integer(label_fields[0]) if len(label_fields) == 1 else None
+        )
         if class_id is None or class_id not in classes:
             problems.add(
                 paths["image_class_labels"],
@@ -132,7 +128,7 @@ def read_cub200(root: str | os.PathLike) -> tuple[Records, list[str]]:
             )
             continue
         box_line, box_fields = boxes[image_id]
-        values = [parse_number(v) for v in box_fields]
+        values = [annotation_files.parse_number(v) for v in box_fields]
         if len(values) != 4 or any(v is None for v in values):
             problems.add(
                 boxes_path,
@@ -155,6 +151,6 @@ def read_cub200(root: str | os.PathLike) -> tuple[Records, list[str]]:
             problems.add(
                 path, table[image_id][0], f"image id {image_id} is not in {paths['images'].name}"
             )
-    missing = check_image_files(base, "images", listed, problems)
+    missing = annotation_files.check_image_files(base, "images", listed, problems)
     rows = [row for row in rows if row[0] not in missing]
-    return records_from_rows(base, rows, class_names), problems.lines
+    return annotation_files.records_from_rows(base, rows, class_names), problems.lines

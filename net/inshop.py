@@ -12,16 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from net.annotation_files import (
-    Problems,
-    base_folder,
-    check_image_files,
-    numbered_rows,
-    parse_integer,
-    read_lines,
-    records_from_rows,
-    relative_path,
-)
+from net import annotation_files
 from net.records import NO_BOX, ROLE_BOTH, ROLE_GALLERY, ROLE_QUERY, DataError, Records
 
 _INSHOP_HEADER = ["image_name", "item_id", "evaluation_status"]
@@ -29,14 +20,14 @@ _INSHOP_BOX_HEADER = ["image_name", "clothes_type", "pose_type", "x_1", "y_1", "
 _INSHOP_ROLES = {"train": ROLE_BOTH, "query": ROLE_QUERY, "gallery": ROLE_GALLERY}
 
 
-def _counted_file(path: Path, header: list[str], problems: Problems) -> list[str]:
+def _counted_file(path: Path, header: list[str], problems: annotation_files.Problems) -> list[str]:
     """The lines after DeepFashion's two header lines (a count, then the column names).
 
     Raises:
         DataError: the file is missing or its first two lines are not a count and ``header``.
     """
-    lines = read_lines(path)
-    if not lines or parse_integer(lines[0].strip()) is None:
+    lines = annotation_files.read_lines(path)
+    if not lines or annotation_files.parse_integer(lines[0].strip()) is None:
         raise DataError(
             f"{path}, line 1: expected the number of entries, got "
             f"{lines[0].strip() if lines else 'an empty file'!r}"
@@ -70,20 +61,22 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
         DataError: the partition file is missing or unreadable or its two header lines are not
             a count and ``image_name item_id evaluation_status``.
     """
-    base = base_folder(root, "inshop")
-    problems = Problems()
+    base = annotation_files.base_folder(root, "inshop")
+    problems = annotation_files.Problems()
     path = base / "Eval" / "list_eval_partition.txt"
     lines = _counted_file(path, _INSHOP_HEADER, problems)
     entries = []
     listed: dict[str, tuple[Path, int]] = {}
     item_status: dict[str, tuple[str, int]] = {}
-    for number, (name, item, status) in numbered_rows(path, lines, 3, problems, first_line=3):
+    for number, (name, item, status) in annotation_files.numbered_rows(
+        path, lines, 3, problems, first_line=3
+    ):
         if status not in _INSHOP_ROLES:
             problems.add(
                 path, number, f"evaluation_status {status!r} is not train, query or gallery"
             )
             continue
-        if not relative_path(name) or not name.startswith("img/"):
+        if not annotation_files.relative_path(name) or not name.startswith("img/"):
             problems.add(path, number, f"image_name {name!r} is not a path under img/")
             continue
         if name in listed:
@@ -106,8 +99,10 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
     box_path = base / "Anno" / "list_bbox_inshop.txt"
     if box_path.is_file():
         box_lines = _counted_file(box_path, _INSHOP_BOX_HEADER, problems)
-        for number, row in numbered_rows(box_path, box_lines, 7, problems, first_line=3):
-            values = [parse_integer(v) for v in row[1:]]
+        for number, row in annotation_files.numbered_rows(
+            box_path, box_lines, 7, problems, first_line=3
+        ):
+            values = [annotation_files.parse_integer(v) for v in row[1:]]
             if any(v is None for v in values):
                 problems.add(
                     box_path, number, f"expected integers after the image name, got {row[1:]}"
@@ -129,7 +124,7 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
     train_items = [item for item, (part, _) in item_status.items() if part == "train"]
     test_items = [item for item, (part, _) in item_status.items() if part == "test"]
     index = {item: i for i, item in enumerate(train_items + test_items)}
-    missing = check_image_files(base, "img", listed, problems)
+    missing = annotation_files.check_image_files(base, "img", listed, problems)
     rows = [
         (name, index[item], boxes.get(name, NO_BOX), role)
         for name, item, role in entries
@@ -137,4 +132,6 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
     ]
     if not rows:
         raise DataError(f"{path} lists no usable image")
-    return records_from_rows(base, rows, tuple(train_items + test_items)), problems.lines
+    return annotation_files.records_from_rows(
+        base, rows, tuple(train_items + test_items)
+    ), problems.lines

@@ -10,16 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from net.annotation_files import (
-    Problems,
-    base_folder,
-    check_image_files,
-    numbered_rows,
-    parse_integer,
-    read_lines,
-    records_from_rows,
-    relative_path,
-)
+from net import annotation_files
 from net.records import NO_BOX, DataError, Records
 
 _SOP_HEADER = ["image_id", "class_id", "super_class_id", "path"]
@@ -44,23 +35,25 @@ def read_sop(root: str | os.PathLike) -> tuple[Records, list[str]]:
     Raises:
         DataError: a list file is missing or unreadable or has another header.
     """
-    base = base_folder(root, "sop")
-    problems = Problems()
+    base = annotation_files.base_folder(root, "sop")
+    problems = annotation_files.Problems()
     rows = []
     listed: dict[str, tuple[Path, int]] = {}
     class_files: dict[int, tuple[Path, int]] = {}
     names: dict[int, str] = {}
     for split in ("train", "test"):
         path = base / f"Ebay_{split}.txt"
-        lines = read_lines(path)
+        lines = annotation_files.read_lines(path)
         if not lines or lines[0].split() != _SOP_HEADER:
             raise DataError(
                 f"{path}, line 1: expected the header '{' '.join(_SOP_HEADER)}', got "
                 f"{lines[0].strip() if lines else 'an empty file'!r}"
             )
         ids: dict[int, int] = {}
-        for number, row in numbered_rows(path, lines[1:], 4, problems, first_line=2):
-            image_id, class_id, super_id = [parse_integer(v) for v in row[:3]]
+        for number, row in annotation_files.numbered_rows(
+            path, lines[1:], 4, problems, first_line=2
+        ):
+            image_id, class_id, super_id = [annotation_files.parse_integer(v) for v in row[:3]]
             if image_id is None or class_id is None or super_id is None:
                 problems.add(
                     path,
@@ -76,7 +69,7 @@ def read_sop(root: str | os.PathLike) -> tuple[Records, list[str]]:
                 continue
             ids[image_id] = number
             name = row[3]
-            if not relative_path(name) or "/" not in name:
+            if not annotation_files.relative_path(name) or "/" not in name:
                 problems.add(path, number, f"path {name!r} is not '<category folder>/<file>'")
                 continue
             if name in listed:
@@ -100,7 +93,7 @@ def read_sop(root: str | os.PathLike) -> tuple[Records, list[str]]:
             rows.append((name, class_id - 1, NO_BOX))
     if not rows:
         raise DataError(f"{base / 'Ebay_train.txt'} and Ebay_test.txt list no usable image")
-    missing = check_image_files(base, "", listed, problems)
+    missing = annotation_files.check_image_files(base, "", listed, problems)
     rows = [row for row in rows if row[0] not in missing]
     class_names = tuple(names.get(i, str(i)) for i in range(1, max(names) + 1))
-    return records_from_rows(base, rows, class_names), problems.lines
+    return annotation_files.records_from_rows(base, rows, class_names), problems.lines
