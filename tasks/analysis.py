@@ -2,13 +2,7 @@
 
 from invoke import task
 
-from tasks.common import (
-    config_task,
-    fail,
-    integer_option,
-    load,
-    model_for_task,
-)
+from tasks.common import CONFIG, ConfigOptions, config_task, fail, integer_option, model_for_task
 
 
 @config_task(
@@ -25,9 +19,7 @@ from tasks.common import (
 def analyze_model_performance(
     c,
     model_path=None,
-    config_path="config.yaml",
-    profile=None,
-    set_=None,
+    options: ConfigOptions = CONFIG,
     split="test",
     queries=None,
     gallery=None,
@@ -35,7 +27,7 @@ def analyze_model_performance(
     ranking=True,
 ):
     """Recall@K, Precision@1, R-Precision, MAP@R, average ranking position of saved models."""
-    config = load(config_path, profile, set_)
+    config = options.load()
     from pathlib import Path
 
     from net import analysis, experiment
@@ -50,7 +42,7 @@ def analyze_model_performance(
     results, errors, first = {}, [], None
     for name in [p for p in (model_path or "").split(",") if p] or [None]:
         try:
-            choice, model_config = model_for_task(config, name, set_)
+            choice, model_config = model_for_task(config, name, options.overrides)
             model = experiment.load_model(choice.path, image_size=model_config.data.image_size)
             if queries:
                 metrics = experiment.evaluate_query_gallery(
@@ -86,24 +78,18 @@ def analyze_model_performance(
     thumbnail_size="side of the sprite's thumbnails in pixels (default 64; smaller for large sets)",
 )
 def export_embeddings(
-    c,
-    model_path=None,
-    config_path="config.yaml",
-    profile=None,
-    set_=None,
-    output_dir=None,
-    thumbnail_size=None,
+    c, model_path=None, options: ConfigOptions = CONFIG, output_dir=None, thumbnail_size=None
 ):
     """Test-split embeddings, metadata.tsv and a sprite for TensorBoard's Embedding Projector."""
     thumbnail_size = integer_option("thumbnail_size", thumbnail_size, 64)
-    config = load(config_path, profile, set_)
+    config = options.load()
     from pathlib import Path
 
     from net import experiment, figures
     from net.data import DataError
 
     try:
-        choice, config = model_for_task(config, model_path, set_)
+        choice, config = model_for_task(config, model_path, options.overrides)
         model_file = choice.path
         output = Path(output_dir) if output_dir else model_file.parent / "tensorboard" / "projector"
         written = figures.projector_export(

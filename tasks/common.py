@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
 
 # TensorFlow's C++ INFO and WARNING lines stay hidden unless the user chose a level; set before
@@ -17,11 +20,55 @@ SET_HELP = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class ConfigOptions:
+    """A task's ``--config-path``, ``--profile`` and ``--set`` options, as given.
+
+    A task that reads the configuration takes them as one parameter whose default is an instance
+    (the three options' defaults, e.g. :data:`CONFIG`); :func:`config_task` puts the three options
+    in that parameter's place on the command line.
+    """
+
+    path: str = "config.yaml"
+    profile: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def load(self, *, tensorflow: bool = True):
+        """The configuration, or a clean task failure (:func:`load`)."""
+        return load(self.path, self.profile, self.overrides, tensorflow=tensorflow)
+
+
+CONFIG = ConfigOptions()
+"""The usual defaults: config.yaml, no profile, no overrides."""
+DEMO_CONFIG = ConfigOptions(profile="demo")
+"""The defaults of the demo's tasks: the demo profile of config.yaml."""
+
+
+def _expanded(signature: inspect.Signature) -> tuple[str, inspect.Signature]:
+    """The :class:`ConfigOptions` parameter's name, and the signature with the three options."""
+    parameters = list(signature.parameters.values())
+    index = next(i for i, p in enumerate(parameters) if isinstance(p.default, ConfigOptions))
+    defaults = parameters[index].default
+    options = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        for name, default in (
+            ("config_path", defaults.path),
+            ("profile", defaults.profile),
+            ("set_", None),
+        )
+    ]
+    name = parameters[index].name
+    parameters[index : index + 1] = options
+    return name, signature.replace(parameters=parameters)
+
+
 def config_task(iterable: tuple[str, ...] = (), **help: str):
     """``@task`` for a task that reads the configuration.
 
-    ``--config-path``, ``--profile`` and a repeatable ``--set`` are documented, plus the task's
-    own ``help`` (which may reword those three).
+    The task takes a :class:`ConfigOptions` parameter; on the command line it is
+    ``--config-path``, ``--profile`` and a repeatable ``--set``, in that parameter's place (the
+    place decides invoke's short flags), documented, plus the task's own ``help`` (which may
+    reword those three).
 
     Args:
         iterable: more repeatable options besides ``--set``.
@@ -30,7 +77,26 @@ def config_task(iterable: tuple[str, ...] = (), **help: str):
     from invoke import task
 
     documented = {"config_path": CONFIG_HELP, "profile": PROFILE_HELP, "set_": SET_HELP}
-    return task(iterable=[*iterable, "set_"], help={**documented, **help})
+
+    def decorate(body):
+        name, signature = _expanded(inspect.signature(body))
+
+        @functools.wraps(body)
+        def run(*args, **kwargs):
+            given = signature.bind(*args, **kwargs)
+            given.apply_defaults()
+            arguments = given.arguments
+            arguments[name] = ConfigOptions(
+                arguments.pop("config_path"),
+                arguments.pop("profile"),
+                tuple(arguments.pop("set_") or ()),
+            )
+            return body(**arguments)
+
+        run.__signature__ = signature
+        return task(iterable=[*iterable, "set_"], help={**documented, **help})(run)
+
+    return decorate
 
 
 def load(
@@ -71,7 +137,7 @@ def fail(message: str, code: int = 1):
     raise Exit(message, code=code)
 
 
-def integer_option(name: str, value, default: int, minimum: int = 1) -> int:
+def integer_option(name: str, value, default: int | None, minimum: int = 1) -> int | None:
     """A task's integer option, ``default`` when not given; a bad value is one line naming it.
 
     Invoke converts an option whose default is an int itself and answers ``--batches abc`` with

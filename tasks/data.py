@@ -1,15 +1,15 @@
 """Data sets: the generated demo data, and checks of a configured data set."""
 
-from tasks.common import PROFILE_HELP, config_task, fail, load
+from tasks.common import CONFIG, DEMO_CONFIG, PROFILE_HELP, ConfigOptions, config_task, fail
 
 
 @config_task(profile=PROFILE_HELP + " (default: demo)")
-def generate_demo(c, config_path="config.yaml", profile="demo", set_=None):
+def generate_demo(c, options: ConfigOptions = DEMO_CONFIG):
     """Write the synthetic demo data set (Cars196 file format) to the profile's data.root.
 
     Does nothing when a complete data set made with the same parameters is already there.
     """
-    config = load(config_path, profile, set_, tensorflow=False)
+    config = options.load(tensorflow=False)
     from net.demo_data import generate_demo_dataset
 
     root = generate_demo_dataset(config.data.root)
@@ -17,9 +17,9 @@ def generate_demo(c, config_path="config.yaml", profile="demo", set_=None):
 
 
 @config_task()
-def check(c, config_path="config.yaml", profile=None, set_=None):
+def check(c, options: ConfigOptions = CONFIG):
     """Check every file of the configured data set; print split sizes beside the official ones."""
-    config = load(config_path, profile, set_)
+    config = options.load()
     import time
 
     from net import experiment

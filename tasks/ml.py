@@ -1,15 +1,15 @@
 """Training."""
 
-from tasks.common import SET_HELP, config_task, fail, integer_option, load
+from tasks.common import CONFIG, SET_HELP, ConfigOptions, config_task, fail, integer_option
 
 
 @config_task(
     run_dir="run directory; an interrupted run given here resumes (default: a new one "
     "under output.root)",
 )
-def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
+def train(c, options: ConfigOptions = CONFIG, run_dir=None):
     """Train the configured model; writes models, logs and test metrics to the run directory."""
-    config = load(config_path, profile, set_)
+    config = options.load()
     from net import experiment
     from net.config import ConfigError
     from net.data import DataError
@@ -39,19 +39,10 @@ def train(c, config_path="config.yaml", profile=None, run_dir=None, set_=None):
     steps="batches, one learning rate each, growing exponentially (default 100)",
     output_dir="where lr_finder.png/.html/.csv go (default: <output.root>/lr_finder)",
 )
-def find_lr(
-    c,
-    config_path="config.yaml",
-    profile=None,
-    set_=None,
-    start="1e-7",
-    end="1",
-    steps=None,
-    output_dir=None,
-):
+def find_lr(c, options: ConfigOptions = CONFIG, start="1e-7", end="1", steps=None, output_dir=None):
     """Learning-rate range test of the configured training; prints a suggested learning rate."""
     steps = integer_option("steps", steps, 100, minimum=2)
-    config = load(config_path, profile, set_)
+    config = options.load()
     from pathlib import Path
 
     from net import lr_finder
@@ -96,15 +87,13 @@ def sweep(
     grid=None,
     grid_file=None,
     name=None,
-    config_path="config.yaml",
-    profile=None,
-    set_=None,
+    options: ConfigOptions = CONFIG,
     parallel=None,
     print_commands=False,
     retry_failed=False,
 ):
     """Train every combination of a grid of overrides, one run each; resumable; one table."""
-    config = load(config_path, profile, set_)
+    config = options.load()
     from pathlib import Path
 
     from net import comparison
@@ -118,7 +107,9 @@ def sweep(
         if grids.safe_name(name) != name or name in (".", ".."):
             fail(f"--name {name!r}: use letters, digits and . _ = + - only", code=2)
         sweep_dir = Path(config.output.root) / "sweeps" / name
-        base = sweeps.SweepBase(str(Path(config_path).resolve()), profile or None, tuple(set_))
+        base = sweeps.SweepBase(
+            str(Path(options.path).resolve()), options.profile or None, options.overrides
+        )
         if print_commands:
             commands = sweeps.commands_to_run(base, grid, sweep_dir, retry_failed=retry_failed)
             if commands:

@@ -1,35 +1,23 @@
 """Image search with a trained model: index a folder of images, then query it with an image."""
 
-from tasks.common import CONFIG_HELP, config_task, fail, integer_option, load
+from tasks.common import CONFIG, CONFIG_HELP, ConfigOptions, config_task, fail, integer_option
 
 OPTIONAL_CONFIG_HELP = CONFIG_HELP + "; optional: defaults apply when config.yaml is absent"
 
-DEFAULT_CONFIG = "config.yaml"
 DEFAULT_INDEX_NAME = ".cgd_index.npz"
 
 
-def _config(config_path, profile, overrides):
+def _config(options: ConfigOptions):
     """The configuration, or None when the default file is absent (search needs no data set)."""
     from pathlib import Path
 
-    absent = not Path(config_path).is_file() and config_path == DEFAULT_CONFIG
-    if absent and not profile and not overrides:
+    absent = not Path(options.path).is_file() and options.path == CONFIG.path
+    if absent and not options.profile and not options.overrides:
         from net.quiet import import_tensorflow
 
         import_tensorflow()  # What load() does for the tasks, here without a configuration.
         return None
-    return load(config_path, profile, overrides)
-
-
-def _positive_int(name, value):
-    """An integer option given on the command line (invoke passes None-defaulted ones as str)."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        fail(f"--{name.replace('_', '-')} must be an integer, got {value!r}", code=2)
-    if number < 1:
-        fail(f"--{name.replace('_', '-')} must be at least 1, got {number}", code=2)
-    return number
+    return options.load()
 
 
 @config_task(
@@ -56,12 +44,10 @@ def index(
     batch_size=None,
     crop_mode=None,
     skip_bad=False,
-    config_path=DEFAULT_CONFIG,
-    profile=None,
-    set_=None,
+    options: ConfigOptions = CONFIG,
 ):
     """Embed every image below a folder with a trained model and save the search index."""
-    config = _config(config_path, profile, set_)
+    config = _config(options)
     from pathlib import Path
 
     from net import search
@@ -74,8 +60,6 @@ def index(
         run_crop = saved_config(choice.run_dir)["data"].get("crop") if choice.run_dir else None
     except ModelFileError as error:
         fail(f"Indexing stopped: {error}")
-    if batch_size is None:
-        batch_size = config.data.eval_batch_size if config else 64
     if crop_mode is None:
         crop_mode = run_crop or (config.data.crop if config else "none")
         crop_mode = "none" if crop_mode == "bbox" else crop_mode
@@ -86,9 +70,11 @@ def index(
             choice.path,
             images,
             output,
-            image_size=None if image_size is None else _positive_int("image_size", image_size),
+            image_size=integer_option("image_size", image_size, None),
             crop_mode=crop_mode,
-            batch_size=_positive_int("batch_size", batch_size),
+            batch_size=integer_option(
+                "batch_size", batch_size, config.data.eval_batch_size if config else 64
+            ),
             skip_bad=skip_bad,
         )
     except search.SearchError as error:
@@ -113,18 +99,10 @@ def index(
     config_path=OPTIONAL_CONFIG_HELP,
 )
 def query(
-    c,
-    index,
-    image,
-    model_path=None,
-    top_k=None,
-    output_path=None,
-    config_path=DEFAULT_CONFIG,
-    profile=None,
-    set_=None,
+    c, index, image, model_path=None, top_k=None, output_path=None, options: ConfigOptions = CONFIG
 ):
     """Print the indexed images nearest to a query image and draw them in a figure."""
-    config = _config(config_path, profile, set_)
+    config = _config(options)
     from pathlib import Path
 
     from net import figures, search

@@ -1,6 +1,6 @@
 """Figures: training batches, rankings, training curves (PNG files and one HTML page each)."""
 
-from tasks.common import config_task, fail, integer_option, load, model_for_task
+from tasks.common import CONFIG, ConfigOptions, config_task, fail, integer_option, model_for_task
 
 MODEL_HELP = (
     "a saved .keras model or a run directory (its best.keras); default: the newest run under "
@@ -26,14 +26,14 @@ def _output_dir(config, output_dir, run_dir=None):
     return path
 
 
-def _model_figure(config, model_path, set_, output_dir, draw):
+def _model_figure(config, model_path, overrides, output_dir, draw):
     """Resolves the model (and its run's data settings), then draws; errors in one line."""
     from net.data import DataError
     from net.neighbours import TooFewNeighboursError
     from net.runs import ModelFileError
 
     try:
-        choice, config = model_for_task(config, model_path, set_)
+        choice, config = model_for_task(config, model_path, overrides)
         page = draw(config, choice.path, _output_dir(config, output_dir, choice.run_dir))
     except (DataError, ModelFileError, TooFewNeighboursError) as error:
         fail(f"Figure stopped: {error}")
@@ -45,13 +45,11 @@ def _model_figure(config, model_path, set_, output_dir, draw):
     output_dir=OUTPUT_HELP,
     seed="seed of the batch sampling and augmentation (default 0)",
 )
-def visualize_data(
-    c, config_path="config.yaml", profile=None, batches=None, output_dir=None, seed=None, set_=None
-):
+def visualize_data(c, batches=None, output_dir=None, seed=None, options: ConfigOptions = CONFIG):
     """Training batches as the pipeline delivers them, and each configured augmentation alone."""
     batches = integer_option("batches", batches, 2)
     seed = integer_option("seed", seed, 0, minimum=0)
-    config = load(config_path, profile, set_)
+    config = options.load()
     from net import figures
     from net.data import DataError
 
@@ -70,25 +68,18 @@ def visualize_data(
     seed="seed of the query choice (default 0)",
 )
 def visualize_predictions_on_batches(
-    c,
-    model_path=None,
-    config_path="config.yaml",
-    profile=None,
-    batches=None,
-    output_dir=None,
-    seed=None,
-    set_=None,
+    c, model_path=None, batches=None, output_dir=None, seed=None, options: ConfigOptions = CONFIG
 ):
     """For a random query in each of a few test batches, that batch ranked by distance."""
     batches = integer_option("batches", batches, 3)
     seed = integer_option("seed", seed, 0, minimum=0)
-    config = load(config_path, profile, set_)
+    config = options.load()
     from net import figures
 
     def draw(config, model_file, out):
         return figures.rankings_on_batches(config, model_file, out, num_batches=batches, seed=seed)
 
-    _model_figure(config, model_path, set_, output_dir, draw)
+    _model_figure(config, model_path, options.overrides, output_dir, draw)
 
 
 @config_task(
@@ -101,9 +92,7 @@ def visualize_predictions_on_batches(
 def visualize_predictions_on_dataset(
     c,
     model_path=None,
-    config_path="config.yaml",
-    profile=None,
-    set_=None,
+    options: ConfigOptions = CONFIG,
     queries=None,
     top_k=None,
     output_dir=None,
@@ -113,7 +102,7 @@ def visualize_predictions_on_dataset(
     queries = integer_option("queries", queries, 8)
     top_k = integer_option("top_k", top_k, 8)
     seed = integer_option("seed", seed, 0, minimum=0)
-    config = load(config_path, profile, set_)
+    config = options.load()
     from net import figures
 
     def draw(config, model_file, out):
@@ -121,16 +110,14 @@ def visualize_predictions_on_dataset(
             config, model_file, out, num_queries=queries, top_k=top_k, seed=seed
         )
 
-    _model_figure(config, model_path, set_, output_dir, draw)
+    _model_figure(config, model_path, options.overrides, output_dir, draw)
 
 
 @config_task(
     run_dir="the run directory (default: the newest run under output.root)",
     output_dir="output folder (default: the run's figures/)",
 )
-def visualize_training(
-    c, config_path="config.yaml", profile=None, run_dir=None, output_dir=None, set_=None
-):
+def visualize_training(c, options: ConfigOptions = CONFIG, run_dir=None, output_dir=None):
     """Training curves (losses, validation Recall@K and MAP@R, learning rate) of a run."""
     from pathlib import Path
 
@@ -141,7 +128,7 @@ def visualize_training(
 
     try:
         if run_dir is None:
-            run_dir = runs.latest_run_dir(load(config_path, profile, set_).output.root)
+            run_dir = runs.latest_run_dir(options.load().output.root)
             print(f"Run: {run_dir} (the newest run with a training log)")
         elif not (Path(run_dir) / "log.csv").is_file():
             raise runs.ModelFileError(
