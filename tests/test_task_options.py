@@ -38,3 +38,60 @@ def test_search_query_top_k_is_checked_too(tmp_path, capsys):
         Program(namespace=ns).run(["invoke", *argv, "--top-k", "many"])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "--top-k must be an integer, got 'many'"
+
+
+def _flags(task):
+    """Each option of a task as its sorted names, e.g. ['config-path', 'c']."""
+    import copy
+
+    return [sorted(argument.names) for argument in copy.deepcopy(task).get_arguments()]
+
+
+def test_the_configuration_options_stand_where_the_task_declares_them():
+    # The three options replace the task's ConfigOptions parameter in place, so invoke's short
+    # flags follow the declared order: -s is --seed where --seed comes first, else --set.
+    data = ns.collections["visualize"].tasks["visualize-data"]
+    assert _flags(data) == [
+        ["b", "batches"],
+        ["o", "output-dir"],
+        ["s", "seed"],
+        ["c", "config-path"],
+        ["p", "profile"],
+        ["e", "set"],
+    ]
+    dataset = ns.collections["visualize"].tasks["visualize-predictions-on-dataset"]
+    assert _flags(dataset)[:4] == [
+        ["m", "model-path"],
+        ["c", "config-path"],
+        ["p", "profile"],
+        ["s", "set"],
+    ]
+    demo = ns.tasks["demo"]
+    assert [argument.default for argument in demo.get_arguments()][:3] == [
+        "config.yaml",
+        "demo",
+        [],
+    ]
+
+
+def test_a_task_gets_its_configuration_options_as_one_value():
+    from invoke import Collection, Context
+
+    from tasks.common import CONFIG, ConfigOptions, config_task
+
+    given = []
+
+    @config_task(size="a size")
+    def probe(c, size=None, options: ConfigOptions = CONFIG):
+        """Keeps what it was given."""
+        given.append((size, options))
+
+    probe(Context())
+    probe(Context(), size="3", config_path="x.yaml", profile="demo", set_=["a.b=1"])
+    argv = ["invoke", "probe", "-s", "4", "-c", "y.yaml", "-e", "a=1", "--set", "b=2"]
+    Program(namespace=Collection(probe)).run(argv, exit=False)
+    assert given == [
+        (None, ConfigOptions("config.yaml", None, ())),
+        ("3", ConfigOptions("x.yaml", "demo", ("a.b=1",))),
+        ("4", ConfigOptions("y.yaml", None, ("a=1", "b=2"))),
+    ]
