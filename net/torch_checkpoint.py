@@ -95,18 +95,13 @@ class _TensorRef(NamedTuple):
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(
-    storage: Any,
-    storage_offset: Any,
-    size: Any,
-    stride: Any,
-    requires_grad: Any = False,
-    backward_hooks: Any = None,
-    metadata: Any = None,
-) -> _TensorRef:
-    """Replacement for ``torch._utils._rebuild_tensor_v2``: records the view, copies nothing."""
-    del requires_grad, backward_hooks, metadata  # Irrelevant to the values.
-    tensor = _TensorRef(storage, storage_offset, size, stride)
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> _TensorRef:
+    """Replacement for ``torch._utils._rebuild_tensor_v2``: records the view, copies nothing.
+
+    The arguments after ``stride`` (``requires_grad``, ``backward_hooks`` and, in newer files,
+    ``metadata``) are irrelevant to the values and ignored.
+    """
+    tensor = _TensorRef(storage, offset, size, stride)
     _check_geometry(tensor)
     return tensor
 
