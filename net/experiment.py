@@ -112,14 +112,15 @@ def split_records(config: DataConfig, split: str) -> data.Records:
     return records
 
 
+def _image_options(config: DataConfig) -> dict[str, Any]:
+    """What both pipelines take from ``data`` for each image: its size, crop and caching."""
+    return {"image_size": config.image_size, "crop_mode": config.crop, "cache": config.cache}
+
+
 def eval_dataset(records: data.Records, config: DataConfig) -> tf.data.Dataset:
     """The evaluation pipeline of a split: every image once, in order."""
     return pipeline.eval_dataset(
-        records,
-        batch_size=config.eval_batch_size,
-        image_size=config.image_size,
-        crop_mode=config.crop,
-        cache=config.cache,
+        records, batch_size=config.eval_batch_size, **_image_options(config)
     )
 
 
@@ -209,13 +210,11 @@ def training_batches(
         records,
         classes_per_batch=config.classes_per_batch,
         images_per_class=config.images_per_class,
-        image_size=config.image_size,
-        crop_mode=config.crop,
         augment=config.augmentation,
         seed=seed,
-        cache=config.cache,
         class_sampling=config.class_sampling,
         start_batch=start_batch,
+        **_image_options(config),
     )
 
 
