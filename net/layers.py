@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from net.descriptors import DESCRIPTOR_NAMES, parse_descriptors
+from net.keras_config import AttributeConfig
 
 _PACKAGE = "cgd"
 
@@ -36,7 +37,7 @@ def _global_pool_output_shape(input_shape: Sequence[int | None], keepdims: bool)
     return (input_shape[0], input_shape[3])
 
 
-class _GlobalPooling2D(keras.layers.Layer):
+class _GlobalPooling2D(AttributeConfig, keras.layers.Layer):
     """Base of the parameter-free global descriptors: a reduction over the spatial axes.
 
     Args:
@@ -51,6 +52,7 @@ class _GlobalPooling2D(keras.layers.Layer):
     """
 
     _reduce = staticmethod(ops.mean)
+    config_attributes = ("keepdims",)
 
     def __init__(self, keepdims: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -61,9 +63,6 @@ class _GlobalPooling2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return _global_pool_output_shape(input_shape, self.keepdims)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "keepdims": self.keepdims}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -87,7 +86,7 @@ class MACPooling2D(_GlobalPooling2D):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class GeneralizedMeanPooling2D(keras.layers.Layer):
+class GeneralizedMeanPooling2D(AttributeConfig, keras.layers.Layer):
     """GeM descriptor: ``(mean over H, W of max(x, eps) ** p) ** (1 / p)`` per channel.
 
     p = 1 is SPoC (for non-negative inputs), p -> inf tends to MAC. Inputs are clamped at
@@ -112,6 +111,8 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
     Raises:
         ValueError: If ``p`` or ``epsilon`` is not positive.
     """
+
+    config_attributes = ("trainable_p", "epsilon", "keepdims")
 
     def __init__(
         self,
@@ -154,17 +155,11 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
         return _global_pool_output_shape(input_shape, self.keepdims)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "p": self.initial_p,
-            "trainable_p": self.trainable_p,
-            "epsilon": self.epsilon,
-            "keepdims": self.keepdims,
-        }
+        return {**super().get_config(), "p": self.initial_p}  # self.p is the weight
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class L2Normalization(keras.layers.Layer):
+class L2Normalization(AttributeConfig, keras.layers.Layer):
     """Scale vectors to unit Euclidean length: ``x / sqrt(max(sum(x ** 2), epsilon))``.
 
     Signs are kept (negative components stay negative). A zero vector maps to zero with a
@@ -185,6 +180,8 @@ class L2Normalization(keras.layers.Layer):
         ValueError: If ``epsilon`` is not positive.
     """
 
+    config_attributes = ("axis", "epsilon")
+
     def __init__(self, axis: int = -1, epsilon: float = 1e-12, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not epsilon > 0:
@@ -200,15 +197,12 @@ class L2Normalization(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
-
 
 _CHANNEL_ORDERS = ("RGB", "BGR")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ImagePreprocessing(keras.layers.Layer):
+class ImagePreprocessing(AttributeConfig, keras.layers.Layer):
     """A backbone's input normalisation, inside the model: ``(reorder(x) * scale - mean) / std``.
 
     Images enter as float RGB in [0, 255]. The channels are first put in ``channel_order``,
@@ -239,6 +233,8 @@ class ImagePreprocessing(keras.layers.Layer):
         ValueError: On a channel order other than RGB/BGR, a mean/std of the wrong length,
             a non-positive std or scale.
     """
+
+    config_attributes = ("mean", "std", "channel_order", "scale")
 
     def __init__(
         self,
@@ -281,15 +277,6 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "channel_order": self.channel_order,
-            "scale": self.scale,
-        }
 
 
 def global_descriptor(

@@ -23,6 +23,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from net.keras_config import AttributeConfig
 from net.loss_params import (  # noqa: F401  (HAP2S_WEIGHTINGS re-exported)
     HAP2S_WEIGHTINGS,
     check_margin,
@@ -277,7 +278,7 @@ def _per_replica_vector(loss, y_pred) -> Any:
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class BatchHardTripletLoss(keras.losses.Loss):
+class BatchHardTripletLoss(AttributeConfig, keras.losses.Loss):
     """`batch_hard_triplet_loss` as a Keras loss: ``y_true`` labels (B,), ``y_pred`` (B, D).
 
     Args:
@@ -289,6 +290,8 @@ class BatchHardTripletLoss(keras.losses.Loss):
         ValueError: If ``margin`` is negative.
     """
 
+    config_attributes = ("margin",)
+
     def __init__(
         self, margin: float | None = None, name: str = "batch_hard_triplet_loss", **kwargs: Any
     ) -> None:
@@ -299,12 +302,9 @@ class BatchHardTripletLoss(keras.losses.Loss):
         loss = batch_hard_triplet_loss(flatten_labels(y_true), y_pred, margin=self.margin)
         return _per_replica_vector(loss, y_pred)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "margin": self.margin}
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class HardAwarePointToSetLoss(keras.losses.Loss):
+class HardAwarePointToSetLoss(AttributeConfig, keras.losses.Loss):
     """`hard_aware_point_to_set_loss` as a Keras loss: ``y_true`` labels, ``y_pred`` (B, D).
 
     Args:
@@ -318,6 +318,8 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
     Raises:
         ValueError: On an unknown weighting, non-positive alpha/sigma or a negative margin.
     """
+
+    config_attributes = ("weighting", "alpha", "sigma", "margin")
 
     def __init__(
         self,
@@ -345,18 +347,9 @@ class HardAwarePointToSetLoss(keras.losses.Loss):
         )
         return _per_replica_vector(loss, y_pred)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weighting": self.weighting,
-            "alpha": self.alpha,
-            "sigma": self.sigma,
-            "margin": self.margin,
-        }
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class AuxiliaryClassificationLoss(keras.losses.Loss):
+class AuxiliaryClassificationLoss(AttributeConfig, keras.losses.Loss):
     """`auxiliary_classification_loss` as a Keras loss: ``y_true`` labels, ``y_pred`` logits.
 
     Returns per-sample losses, so Keras' reduction (default: mean) and sample weights apply.
@@ -370,6 +363,8 @@ class AuxiliaryClassificationLoss(keras.losses.Loss):
     Raises:
         ValueError: If ``label_smoothing`` is outside [0, 1) or ``temperature`` <= 0.
     """
+
+    config_attributes = ("label_smoothing", "temperature")
 
     def __init__(
         self,
@@ -386,13 +381,6 @@ class AuxiliaryClassificationLoss(keras.losses.Loss):
         return _per_sample_classification_loss(
             y_true, y_pred, self.label_smoothing, self.temperature
         )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "label_smoothing": self.label_smoothing,
-            "temperature": self.temperature,
-        }
 
 
 #: Metric-loss names accepted by `build_metric_loss`.
