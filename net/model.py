@@ -23,6 +23,7 @@ chooses the layers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -49,27 +50,45 @@ def _check_positive_int(key: str, value: Any, *, allow_zero: bool = False) -> in
     return value
 
 
-def _backbone_features(
-    backbone: str,
-    weights: str | os.PathLike | None,
-    image_size: int,
-    last_stride: int,
-    feature_layer: str | None = None,
-) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """Input, preprocessing and backbone: returns (images input, feature map (B, h, w, C))."""
-    image_size = _check_positive_int("image_size", image_size)
-    spec = get_backbone_spec(backbone)
-    input_shape = (image_size, image_size, 3)
-    images = keras.Input(shape=input_shape, name=INPUT_NAME, dtype="float32")
-    x = ImagePreprocessing(**spec.preprocessing, name="preprocessing")(images)
-    net = build_backbone(
-        backbone,
-        input_shape=input_shape,
-        weights=weights,
-        last_stride=last_stride,
-        feature_layer=feature_layer,
-    )
-    return images, net(x)
+@dataclasses.dataclass(frozen=True)
+class BackboneOptions:
+    """The input and backbone options that every builder takes as keyword arguments.
+
+    Attributes:
+        backbone: Registered backbone name ("resnet50", "small_cnn", ...).
+        weights: Backbone weights: None, "imagenet" or a local weights file.
+        image_size: Side of the square input images, pixels.
+        last_stride: 1 removes the backbone's last downsampling (CGD), 2 keeps it.
+        feature_layer: None (the backbone's last feature map) or the name of the backbone
+            layer whose output the head uses (the backbone is cut there).
+    """
+
+    backbone: str = "resnet50"
+    weights: str | os.PathLike | None = None
+    image_size: int = 224
+    last_stride: int = 1
+    feature_layer: str | None = None
+
+    def features(self) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+        """Input, preprocessing and backbone: (images input, feature map (B, h, w, C)).
+
+        Raises:
+            ValueError: A non-positive ``image_size`` or backbone errors (see `build_backbone`;
+                an unknown ``feature_layer`` raises `net.backbones.UnknownLayerError`).
+            FileNotFoundError: If ``weights`` names a missing file.
+        """
+        size = _check_positive_int("image_size", self.image_size)
+        spec = get_backbone_spec(self.backbone)
+        images = keras.Input(shape=(size, size, 3), name=INPUT_NAME, dtype="float32")
+        x = ImagePreprocessing(**spec.preprocessing, name="preprocessing")(images)
+        net = build_backbone(
+            self.backbone,
+            input_shape=(size, size, 3),
+            weights=self.weights,
+            last_stride=self.last_stride,
+            feature_layer=self.feature_layer,
+        )
+        return images, net(x)
 
 
 def _check_auxiliary_head(auxiliary_head: str) -> str:
@@ -78,6 +97,15 @@ def _check_auxiliary_head(auxiliary_head: str) -> str:
             f"auxiliary_head must be one of {list(AUXILIARY_HEADS)}, got {auxiliary_head!r}"
         )
     return auxiliary_head
+
+
+def _check_head(embedding_dim: int, num_classes: int, auxiliary_head: str) -> tuple[int, int, str]:
+    """The options of every builder's outputs, checked: (embedding_dim, num_classes, head)."""
+    return (
+        _check_positive_int("embedding_dim", embedding_dim),
+        _check_positive_int("num_classes", num_classes, allow_zero=True),
+        _check_auxiliary_head(auxiliary_head),
+    )
 
 
 def _logits_head(
@@ -94,35 +122,47 @@ def _logits_head(
     return keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(x)
 
 
+def _embedding_model(
+    images: keras.KerasTensor,
+    embedding: keras.KerasTensor,
+    head_input: keras.KerasTensor,
+    num_classes: int,
+    auxiliary_head: str,
+    name: str,
+) -> keras.Model:
+    """The model of ``images``: its "embeddings" and, with classes, its "logits".
+
+    "embeddings" is ``embedding`` L2-normalised; "logits" is the auxiliary classifier on
+    ``head_input`` (see `_logits_head`), only when ``num_classes > 0``.
+    """
+    outputs = {EMBEDDINGS: L2Normalization(name=EMBEDDINGS, dtype="float32")(embedding)}
+    if num_classes:
+        outputs[LOGITS] = _logits_head(head_input, num_classes, auxiliary_head)
+    return keras.Model(images, outputs, name=name)
+
+
 def build_cgd_model(
     *,
-    backbone: str = "resnet50",
-    weights: str | os.PathLike | None = None,
-    image_size: int = 224,
-    last_stride: int = 1,
     descriptors: str = "SG",
     embedding_dim: int = 1536,
     num_classes: int = 0,
     gem_p: float = 3.0,
     trainable_gem_p: bool = False,
-    feature_layer: str | None = None,
     auxiliary_head: str = "paper",
+    **backbone: Any,
 ) -> keras.Model:
     """Build the CGD embedding model (uncompiled).
 
     Args:
-        backbone: Registered backbone name ("resnet50", "small_cnn", ...).
-        weights: Backbone weights: None, "imagenet" or a local weights file.
-        image_size: Side of the square input images, pixels.
-        last_stride: 1 removes the backbone's last downsampling (CGD), 2 keeps it.
         descriptors: Descriptor string of S/M/G letters, e.g. "SG" (see `parse_descriptors`).
         embedding_dim: Total embedding dimension D, divisible by the number of descriptors.
         num_classes: Classes of the auxiliary classifier; 0 leaves it (and "logits") out.
         gem_p: GeM exponent.
         trainable_gem_p: Learn the GeM exponent.
-        feature_layer: None (the backbone's last feature map) or the name of the backbone
-            layer whose output the descriptors pool (the backbone is cut there).
         auxiliary_head: "paper" or "seed" (see the module docstring).
+        **backbone: `BackboneOptions`: ``backbone`` ("resnet50"), ``weights`` (None),
+            ``image_size`` (224), ``last_stride`` (1), ``feature_layer`` (None: the
+            descriptors pool the backbone's last feature map).
 
     Returns:
         Model with input "images" (B, H, W, 3) float32 in [0, 255] and outputs
@@ -132,17 +172,18 @@ def build_cgd_model(
     Raises:
         ValueError: Bad descriptor string, ``embedding_dim`` not divisible by the number of
             descriptors, non-positive sizes, an unknown ``auxiliary_head``, or backbone errors
-            (see `build_backbone`; an unknown ``feature_layer`` raises
-            `net.backbones.UnknownLayerError`).
+            (see `BackboneOptions.features`).
+        TypeError: An unknown keyword argument.
         FileNotFoundError: If ``weights`` names a missing file.
     """
+    options = BackboneOptions(**backbone)
     try:
         letters = parse_descriptors(descriptors)
     except ValueError as error:
         raise ValueError(f"descriptors: {error}") from None
-    auxiliary_head = _check_auxiliary_head(auxiliary_head)
-    embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
-    num_classes = _check_positive_int("num_classes", num_classes, allow_zero=True)
+    embedding_dim, num_classes, auxiliary_head = _check_head(
+        embedding_dim, num_classes, auxiliary_head
+    )
     if embedding_dim % len(letters):
         raise ValueError(
             f"embedding_dim={embedding_dim} is not divisible by the {len(letters)} descriptors "
@@ -150,40 +191,30 @@ def build_cgd_model(
         )
     branch_dim = embedding_dim // len(letters)
 
-    images, features = _backbone_features(backbone, weights, image_size, last_stride, feature_layer)
+    images, features = options.features()
     branches = []
-    logits = None
-    for index, letter in enumerate(letters):
+    for letter in letters:
         kind = DESCRIPTOR_NAMES[letter]
         descriptor = global_descriptor(letter, p=gem_p, trainable_p=trainable_gem_p)(features)
         x = keras.layers.Dense(branch_dim, use_bias=False, name=f"{kind}_fc")(descriptor)
         branches.append(L2Normalization(name=f"{kind}_l2", dtype="float32")(x))
-        if index == 0 and num_classes:
+        if len(branches) == 1:  # The first descriptor, raw or as its branch, feeds the head.
             head_input = branches[0] if auxiliary_head == "seed" else descriptor
-            logits = _logits_head(head_input, num_classes, auxiliary_head)
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    embeddings = L2Normalization(name=EMBEDDINGS, dtype="float32")(x)
-
-    outputs = {EMBEDDINGS: embeddings}
-    if logits is not None:
-        outputs[LOGITS] = logits
-    return keras.Model(images, outputs, name=f"cgd_{backbone}_{''.join(letters)}")
+    name = f"cgd_{options.backbone}_{''.join(letters)}"
+    return _embedding_model(images, x, head_input, num_classes, auxiliary_head, name)
 
 
 def build_simple_model(
     *,
-    backbone: str = "resnet50",
-    weights: str | os.PathLike | None = None,
-    image_size: int = 224,
-    last_stride: int = 1,
     pooling: str = "S",
+    gem_p: float = 3.0,
+    trainable_gem_p: bool = False,
     hidden_dim: int | None = None,
     embedding_dim: int = 1536,
     num_classes: int = 0,
-    gem_p: float = 3.0,
-    trainable_gem_p: bool = False,
-    feature_layer: str | None = None,
     auxiliary_head: str = "paper",
+    **backbone: Any,
 ) -> keras.Model:
     """Build this repository's baseline embedding model (uncompiled; not the seed's).
 
@@ -192,19 +223,15 @@ def build_simple_model(
     classifier, so training treats every model alike.
 
     Args:
-        backbone: Registered backbone name.
-        weights: Backbone weights: None, "imagenet" or a local weights file.
-        image_size: Side of the square input images, pixels.
-        last_stride: Stride of the backbone's last stage, 1 or 2.
         pooling: One descriptor letter: "S" (mean), "M" (max) or "G" (GeM).
+        gem_p: GeM exponent (``pooling="G"``).
+        trainable_gem_p: Learn the GeM exponent.
         hidden_dim: Width of the hidden layer; None uses the backbone's channel count.
         embedding_dim: Embedding dimension D.
         num_classes: Classes of the auxiliary classifier; 0 leaves it out.
-        gem_p: GeM exponent (``pooling="G"``).
-        trainable_gem_p: Learn the GeM exponent.
-        feature_layer: None or the backbone layer to pool (see `build_cgd_model`).
         auxiliary_head: "paper" or "seed": the layers of the classifier on the pooled
             descriptor.
+        **backbone: `BackboneOptions` (as in `build_cgd_model`).
 
     Returns:
         Model with input "images" and outputs {"embeddings": (B, D), "logits": (B, C)}
@@ -213,42 +240,38 @@ def build_simple_model(
     Raises:
         ValueError: ``pooling`` not one of S/M/G, non-positive sizes, an unknown
             ``auxiliary_head``, or backbone errors.
+        TypeError: An unknown keyword argument.
         FileNotFoundError: If ``weights`` names a missing file.
     """
+    options = BackboneOptions(**backbone)
     letters = parse_descriptors(pooling)
-    auxiliary_head = _check_auxiliary_head(auxiliary_head)
     if len(letters) != 1:
         raise ValueError(f"pooling must be one of S, M, G, got {pooling!r}")
-    embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
-    num_classes = _check_positive_int("num_classes", num_classes, allow_zero=True)
+    embedding_dim, num_classes, auxiliary_head = _check_head(
+        embedding_dim, num_classes, auxiliary_head
+    )
     if hidden_dim is not None:
         hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
 
-    images, features = _backbone_features(backbone, weights, image_size, last_stride, feature_layer)
+    images, features = options.features()
     descriptor = global_descriptor(letters[0], p=gem_p, trainable_p=trainable_gem_p)(features)
     width = hidden_dim or int(features.shape[-1])
     x = keras.layers.Dense(width, name="hidden_fc")(descriptor)
     x = keras.layers.BatchNormalization(name="hidden_bn")(x)
     x = keras.layers.ReLU(name="hidden_relu")(x)
     x = keras.layers.Dense(embedding_dim, name="embedding_fc")(x)
-    outputs = {EMBEDDINGS: L2Normalization(name=EMBEDDINGS, dtype="float32")(x)}
-    if num_classes:
-        outputs[LOGITS] = _logits_head(descriptor, num_classes, auxiliary_head)
-    return keras.Model(images, outputs, name=f"simple_{backbone}_{letters[0]}")
+    name = f"simple_{options.backbone}_{letters[0]}"
+    return _embedding_model(images, x, descriptor, num_classes, auxiliary_head, name)
 
 
 def build_conv_flatten_fc_model(
     *,
-    backbone: str = "resnet50",
-    weights: str | os.PathLike | None = None,
-    image_size: int = 224,
-    last_stride: int = 2,
     embedding_dim: int = 512,
     num_classes: int = 0,
     reduce_filters: tuple[int, int] = (512, 128),
     hidden_dim: int = 1024,
-    feature_layer: str | None = None,
     auxiliary_head: str = "seed",
+    **backbone: Any,
 ) -> keras.Model:
     """Build the seed repository's second model, ``ImagesSimilarityComputer`` (uncompiled).
 
@@ -265,17 +288,14 @@ def build_conv_flatten_fc_model(
     = 6,272 inputs to the Dense(1024) at 224 px with a stride-32 backbone).
 
     Args:
-        backbone: Registered backbone name.
-        weights: Backbone weights: None, "imagenet" or a local weights file.
-        image_size: Side of the square input images, pixels.
-        last_stride: Stride of the backbone's last stage; the seed kept 2.
         embedding_dim: Embedding dimension D (512 in the seed).
         num_classes: Classes of the auxiliary classifier; 0 leaves it out.
         reduce_filters: Filters of the two 1 x 1 convolutions.
         hidden_dim: Width of the hidden Dense layer.
-        feature_layer: None or the backbone layer to use (see `build_cgd_model`).
         auxiliary_head: "seed" (the seed's Dense(C, swish) -> BatchNorm -> Dense(C)) or "paper"
             (BatchNorm -> Dense), both on the Dense(D) output.
+        **backbone: `BackboneOptions` (as in `build_cgd_model`), except that ``last_stride``
+            defaults to 2, as the seed kept it.
 
     Returns:
         Model with input "images" and outputs {"embeddings": (B, D), "logits": (B, C)}
@@ -283,25 +303,25 @@ def build_conv_flatten_fc_model(
 
     Raises:
         ValueError: Non-positive sizes, an unknown ``auxiliary_head``, or backbone errors.
+        TypeError: An unknown keyword argument.
         FileNotFoundError: If ``weights`` names a missing file.
     """
-    embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
-    num_classes = _check_positive_int("num_classes", num_classes, allow_zero=True)
+    options = BackboneOptions(**{"last_stride": 2, **backbone})
+    embedding_dim, num_classes, auxiliary_head = _check_head(
+        embedding_dim, num_classes, auxiliary_head
+    )
     hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
     filters = [_check_positive_int("reduce_filters", f) for f in reduce_filters]
-    auxiliary_head = _check_auxiliary_head(auxiliary_head)
 
-    images, x = _backbone_features(backbone, weights, image_size, last_stride, feature_layer)
+    images, x = options.features()
     for index, width in enumerate(filters, start=1):
         x = keras.layers.Conv2D(width, 1, activation="swish", name=f"reduce{index}_conv")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(hidden_dim, activation="swish", name="hidden_fc")(x)
     x = keras.layers.BatchNormalization(name="hidden_bn")(x)
     x = keras.layers.Dense(embedding_dim, name="embedding_fc")(x)
-    outputs = {EMBEDDINGS: L2Normalization(name=EMBEDDINGS, dtype="float32")(x)}
-    if num_classes:
-        outputs[LOGITS] = _logits_head(x, num_classes, auxiliary_head)
-    return keras.Model(images, outputs, name=f"conv_flatten_fc_{backbone}")
+    name = f"conv_flatten_fc_{options.backbone}"
+    return _embedding_model(images, x, x, num_classes, auxiliary_head, name)
 
 
 #: Architecture name -> builder, for `build_model`.
