@@ -151,7 +151,6 @@ def plot_training_curves(
             axes.set_yscale("log")
         else:
             axes.legend(fontsize=7)
-    figure.tight_layout()
     return save_figure(figure, path)
 
 
@@ -216,7 +215,6 @@ def plot_lr_range_test(
     axes.legend(fontsize=7)
     if title:
         axes.set_title(title)
-    figure.tight_layout()
     return save_figure(figure, path)
 
 
@@ -261,5 +259,4 @@ def plot_bar_chart(
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     if title:
         axes.set_title(title)
-    figure.tight_layout()
     return save_figure(figure, path)

@@ -7,9 +7,9 @@ the pipelines) and writes one PNG per figure plus one self-contained HTML page p
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +31,16 @@ from net.config import Config
 from net.data import Records, class_id
 from net.neighbours import nearest_neighbours
 from net.search import SearchError
+from net.visualize import PathLike
+
+if TYPE_CHECKING:
+    import keras
+
+
+def _model_and_test_split(config: Config, model_path: PathLike) -> tuple[keras.Model, Records]:
+    """The saved model (input at ``data.image_size``) and the configured test split."""
+    model = runs.load_model(model_path, image_size=config.data.image_size)
+    return model, experiment.load_splits(config.data).test
 
 
 def _images(records: Records, indices: np.ndarray, config: Config) -> np.ndarray:
@@ -46,7 +56,7 @@ def _images(records: Records, indices: np.ndarray, config: Config) -> np.ndarray
 
 
 def training_batches(
-    config: Config, output_dir: str | os.PathLike, *, num_batches: int = 2, seed: int = 0
+    config: Config, output_dir: PathLike, *, num_batches: int = 2, seed: int = 0
 ) -> Path:
     """Grids of training batches exactly as the training pipeline delivers them.
 
@@ -126,8 +136,8 @@ def _operations_grid(
 
 def rankings_on_batches(
     config: Config,
-    model_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
+    model_path: PathLike,
+    output_dir: PathLike,
     *,
     num_batches: int = 3,
     seed: int = 0,
@@ -144,8 +154,7 @@ def rankings_on_batches(
         The HTML page (its notes list the average ranking position of each batch).
     """
     output_dir = Path(output_dir)
-    model = runs.load_model(model_path, image_size=config.data.image_size)
-    test = experiment.load_splits(config.data).test
+    model, test = _model_and_test_split(config, model_path)
     classes = min(config.data.classes_per_batch, test.num_classes)
     per_class = config.data.images_per_class
     batches = pipeline.train_dataset(
@@ -202,8 +211,8 @@ def rankings_on_batches(
 
 def rankings_on_dataset(
     config: Config,
-    model_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
+    model_path: PathLike,
+    output_dir: PathLike,
     *,
     num_queries: int = 8,
     top_k: int = 8,
@@ -216,8 +225,7 @@ def rankings_on_dataset(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model = runs.load_model(model_path, image_size=config.data.image_size)
-    test = experiment.load_splits(config.data).test
+    model, test = _model_and_test_split(config, model_path)
     embeddings, labels = experiment.embed(model, test, config.data)
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(len(test), size=min(num_queries, len(test)), replace=False))
@@ -253,7 +261,7 @@ def rankings_on_dataset(
     )
 
 
-def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None):
+def training_curves(run_dir: PathLike, output_dir: PathLike | None = None):
     """Curves of a run's CSV log (losses, validation Recall@K and MAP@R, learning rate).
 
     Validation MAP@R, the metric that selects ``best.keras``, is drawn thick with its best
@@ -282,11 +290,7 @@ def training_curves(run_dir: str | os.PathLike, output_dir: str | os.PathLike | 
 
 
 def projector_export(
-    config: Config,
-    model_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    *,
-    thumbnail_size: int = 64,
+    config: Config, model_path: PathLike, output_dir: PathLike, *, thumbnail_size: int = 64
 ) -> Path:
     """The test split's embeddings, metadata and thumbnails for TensorBoard's projector.
 
@@ -299,8 +303,7 @@ def projector_export(
     Returns:
         The path of ``projector_config.pbtxt``.
     """
-    model = runs.load_model(model_path, image_size=config.data.image_size)
-    test = experiment.load_splits(config.data).test
+    model, test = _model_and_test_split(config, model_path)
     embeddings, labels = experiment.embed(model, test, config.data)
     side = projector.sprite_tile_size(len(test), thumbnail_size)
     thumbnails = pipeline.eval_dataset(
@@ -330,9 +333,7 @@ def projector_export(
 # --------------------------------------------------------------------------------------------
 
 
-def folder_label(
-    image_path: str | os.PathLike[str], images_root: str | os.PathLike[str] | None = None
-) -> str:
+def folder_label(image_path: PathLike, images_root: PathLike | None = None) -> str:
     """The folder an image is shown under: its class folder in a folder-per-class layout.
 
     Args:
@@ -367,11 +368,11 @@ def _thumbnail(path: str, size: int) -> tuple[np.ndarray, bool]:
 
 
 def plot_query_results(
-    query_image: str | os.PathLike[str],
+    query_image: PathLike,
     matches: Sequence[tuple[str, float]],
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
-    images_root: str | os.PathLike[str] | None = None,
+    images_root: PathLike | None = None,
     title: str | None = None,
     thumbnail_size: int = 192,
 ) -> Path:

@@ -18,6 +18,7 @@ import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -111,8 +112,16 @@ def _label_text(label: object, class_names: Sequence[str] | None, width: int = 2
     return wrap_label(class_text(label, class_names), width)
 
 
-def save_figure(figure: Figure, path: PathLike) -> Path:
-    """Writes a figure as PNG, creating the parent directory, and returns the path."""
+def save_figure(
+    figure: Figure, path: PathLike, *, title: str | None = None, **title_style: Any
+) -> Path:
+    """Lays a figure out and writes it as PNG, creating the parent directory; returns the path.
+
+    ``title``, when given, becomes the figure's title (``title_style``: e.g. ``fontsize``).
+    """
+    if title:
+        figure.suptitle(title, **title_style)
+    figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
@@ -168,10 +177,7 @@ def plot_image_grid(
         if position < count:
             axes.imshow(_to_display(images[position], f"images[{position}]"))
             axes.set_title(_label_text(labels[position], class_names), fontsize=7)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(figure, path, title=title)
 
 
 def plot_rankings(
@@ -250,10 +256,7 @@ def plot_rankings(
                 fontsize=7,
                 color=color,
             )
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(figure, path, title=title)
 
 
 def plot_batch_ranking(
@@ -319,10 +322,7 @@ def plot_batch_ranking(
         )
     for axes in cells[count + 1 :]:
         axes.set_axis_off()
-    if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(figure, path, title=title, fontsize=9)
 
 
 def write_html_report(
