@@ -30,16 +30,16 @@ def test_short_forms_apply_always_and_omitted_operations_are_off():
     settings = parse_augmentation(
         {"flip": 0, "scale": [0.9, 1.1], "translate": [-0.05, 0.2], "rotate": 10, "grayscale": 0.1}
     )
-    assert settings == Augmentation(
-        scale_p=1.0,
-        scale_range=(0.9, 1.1),
-        translate_p=1.0,
-        translate_range=(-0.05, 0.2),
-        rotate_p=1.0,
-        rotate_range=(-10.0, 10.0),
-        grayscale_p=0.1,
-        grayscale_range=(0.2, 1.0),
-    )
+    on = {  # operation: (probability, range); everything else stays off
+        "scale": (1.0, (0.9, 1.1)),
+        "translate": (1.0, (-0.05, 0.2)),
+        "rotate": (1.0, (-10.0, 10.0)),
+        "grayscale": (0.1, (0.2, 1.0)),
+    }
+    fields = {}
+    for op, (p, bounds) in on.items():
+        fields |= {f"{op}_p": p, f"{op}_range": bounds}
+    assert settings == Augmentation(**fields)
     assert settings.operations == ("scale", "translate", "rotate", "grayscale")
     assert settings.max_ops is None and settings.shear_p == 0.0
     assert parse_augmentation({}).operations == ()
