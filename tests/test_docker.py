@@ -21,6 +21,7 @@ from invoke import Collection, MockContext, Program, Result
 from invoke.exceptions import Exit
 
 import tasks.docker as docker_tasks
+import tasks.docker_mounts as docker_mounts
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_DOCKERFILE = ROOT / "docker" / "app_base.Dockerfile"
@@ -251,7 +252,7 @@ def test_app_runs_as_a_non_root_user_with_the_repo_at_workdir():
     steps = app["steps"]
     useradd = _index(steps, lambda ins: ins.cmd == "RUN" and "useradd" in ins.value[0])
     assert '--uid "${USER_UID}"' in steps[useradd][0].value[0]
-    assert app["workdir"] == docker_tasks.CONTAINER_WORKDIR == app["env"]["PYTHONPATH"]
+    assert app["workdir"] == docker_mounts.CONTAINER_WORKDIR == app["env"]["PYTHONPATH"]
     assert app["env"]["TF_CPP_MIN_LOG_LEVEL"] in ("1", "2", "3")
     assert steps[-2][0].cmd == "USER"  # nothing after it but CMD: no root-owned leftovers
 
@@ -271,7 +272,7 @@ def test_requirements_are_copied_before_the_code():
     pip = _index(steps, lambda ins: ins.cmd == "RUN" and "pip install" in ins.value[0])
     code = _index(steps, lambda ins: ins.cmd == "COPY" and ins.value[0] == ".")
     assert reqs < pip < code
-    assert steps[code][0].value[-1] == docker_tasks.CONTAINER_WORKDIR
+    assert steps[code][0].value[-1] == docker_mounts.CONTAINER_WORKDIR
     base_sources = [ins.value[:-1] for ins, _ in _interpret(BASE_DOCKERFILE)["steps"]]
     assert all("." not in sources for sources in base_sources)  # the base holds no code
 
@@ -394,6 +395,7 @@ def repo(tmp_path, monkeypatch):
     config = {"data": {"root": "data/cars196"}, "output": {"root": str(outputs)}, "other": 1}
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(docker_tasks, "REPO_ROOT", root)
+    monkeypatch.setattr(docker_mounts, "REPO_ROOT", root)
     monkeypatch.chdir(root)
     return root, outputs
 
@@ -525,9 +527,9 @@ def test_run_refuses_missing_data_and_mounts_over_the_code(host, repo):
     assert "data.root 'data/cars196'" in _run_error(gpus="none")
     for configured in (".", "/", "..", "net/../."):
         with pytest.raises(ValueError, match="would hide the code"):
-            docker_tasks.container_path(configured)
-    assert docker_tasks.container_path("../datasets/cars") == "/datasets/cars"
-    assert docker_tasks.container_path("/mnt/cars/") == "/mnt/cars"
+            docker_mounts.container_path(configured)
+    assert docker_mounts.container_path("../datasets/cars") == "/datasets/cars"
+    assert docker_mounts.container_path("/mnt/cars/") == "/mnt/cars"
 
 
 def test_relative_roots_follow_the_configuration_file_folder(host, repo, tmp_path, capsys):
@@ -550,16 +552,16 @@ def test_relative_roots_follow_the_configuration_file_folder(host, repo, tmp_pat
     outside = tmp_path / "exp" / "outside.yaml"
     outside.parent.mkdir()
     outside.write_text((root / "configs" / "exp.yaml").read_text())
-    mounts = docker_tasks.config_mounts(outside, profile="small")
+    mounts = docker_mounts.config_mounts(outside, profile="small")
     assert [(str(m.source), m.target) for m in mounts] == [
         (str(tmp_path / "data" / "demo"), str(tmp_path / "data" / "demo")),
         (str(tmp_path / "runs"), str(tmp_path / "runs")),
         (str(outside), str(outside)),
     ]
     with pytest.raises(ValueError, match="unknown profile 'big' \\(profiles: small\\)"):
-        docker_tasks.config_mounts(outside, profile="big")
+        docker_mounts.config_mounts(outside, profile="big")
     # --set overrides apply after the profile, as for the training code (and checked like it).
-    moved = docker_tasks.config_mounts(
+    moved = docker_mounts.config_mounts(
         outside, profile="small", overrides=["data.root=/srv/cars", "output.root=out"]
     )
     assert [(str(m.source), m.target) for m in moved[:2]] == [
@@ -567,10 +569,10 @@ def test_relative_roots_follow_the_configuration_file_folder(host, repo, tmp_pat
         (str(outside.parent / "out"), str(outside.parent / "out")),
     ]
     with pytest.raises(ValueError, match="--set data.rot=x: unknown key data.rot"):
-        docker_tasks.config_mounts(outside, overrides=["data.rot=x"])
+        docker_mounts.config_mounts(outside, overrides=["data.rot=x"])
     outside.write_text("data: {root: ~/cars}\noutput: {root: runs}\n")
     with pytest.raises(ValueError, match="'data.root' = '~/cars'"):
-        docker_tasks.config_mounts(outside)
+        docker_mounts.config_mounts(outside)
 
 
 @pytest.mark.parametrize("profile", [None, "demo"])
@@ -581,7 +583,7 @@ def test_the_repository_config_mounts_what_the_training_code_reads(profile):
     from net.config import load_config
 
     config = load_config(ROOT / "config.yaml", profile=profile)
-    data, output, mounted = docker_tasks.config_mounts(ROOT / "config.yaml", profile)
+    data, output, mounted = docker_mounts.config_mounts(ROOT / "config.yaml", profile)
     assert (data.source, output.source) == (Path(config.data.root), Path(config.output.root))
     for mount in (data, output):
         assert mount.target == "/app/" + mount.source.relative_to(ROOT).as_posix()
