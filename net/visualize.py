@@ -142,8 +142,8 @@ def plot_image_grid(
     labels: np.ndarray | Sequence[object],
     path: PathLike,
     *,
-    class_names: Sequence[str] | None = None,
     columns: int = 8,
+    class_names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Path:
     """Draws images in a grid, each captioned with its label, e.g. one training batch.
@@ -152,8 +152,8 @@ def plot_image_grid(
         images: N images, array (N, H, W, 3) or a sequence of (H, W, 3) arrays, RGB in [0, 255].
         labels: N labels (integer class ids or names).
         path: Output PNG file; parent directories are created.
-        class_names: Optional names indexed by integer label, shown beside the id.
         columns: Images per row.
+        class_names: Optional names indexed by integer label, shown beside the id.
         title: Optional figure title.
 
     Returns:
