@@ -89,7 +89,7 @@ class ModelConfig:
         feature_layer: ``None`` (the backbone's last feature map) or the name of a backbone
             layer to cut the backbone at (the seed: ``conv4_block3_out`` of ResNet-50).
         descriptors: CGD descriptor letters (S = SPoC, M = MAC, G = GeM); the first feeds the
-            auxiliary classification head.
+            auxiliary classification head, and is the one pooling of ``simple``.
         auxiliary_head: ``paper`` (BatchNorm -> Dense on the first raw descriptor) or ``seed``
             (Dense(classes, swish) -> BatchNorm -> Dense on the first L2-normalised branch).
         embedding_dim: total embedding dimension, divisible by the number of descriptors.

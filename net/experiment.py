@@ -147,12 +147,13 @@ def build_model(config: ModelConfig, *, image_size: int, num_classes: int) -> ke
         "num_classes": num_classes,
         "auxiliary_head": config.auxiliary_head,
     }
+    if config.architecture in ("cgd", "simple"):
+        kwargs.update(gem_p=config.gem_p, trainable_gem_p=config.trainable_gem_p)
     if config.architecture == "cgd":
-        kwargs.update(
-            descriptors=config.descriptors,
-            gem_p=config.gem_p,
-            trainable_gem_p=config.trainable_gem_p,
-        )
+        kwargs["descriptors"] = config.descriptors
+    elif config.architecture == "simple":
+        # The baseline pools with one descriptor: the first letter, the one CGD's head uses.
+        kwargs["pooling"] = config.descriptors[0]
     try:
         return model.build_model(config.architecture, **kwargs)
     except UnknownLayerError as error:

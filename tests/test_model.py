@@ -7,7 +7,12 @@ import keras
 import numpy as np
 import pytest
 
-from net.layers import GeneralizedMeanPooling2D, ImagePreprocessing
+from net.layers import (
+    GeneralizedMeanPooling2D,
+    ImagePreprocessing,
+    MACPooling2D,
+    SPoCPooling2D,
+)
 from net.losses import (
     AuxiliaryClassificationLoss,
     BatchHardTripletLoss,
@@ -322,3 +327,35 @@ def test_embedding_model_requires_embeddings_layer():
     inputs = keras.Input((4,))
     with pytest.raises(ValueError, match="embeddings"):
         embedding_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+
+
+@pytest.mark.parametrize(
+    ("descriptors", "pooling"), [("SG", SPoCPooling2D), ("G", GeneralizedMeanPooling2D)]
+)
+def test_configured_simple_model_pools_with_the_first_descriptor(descriptors, pooling):
+    """``model.architecture: simple`` pools with the first letter of ``model.descriptors``.
+
+    GeM takes ``model.gem_p`` and ``model.trainable_gem_p`` (before, the configured simple
+    model always pooled with SPoC and ignored both).
+    """
+    from pathlib import Path
+
+    from net.config import load_config
+    from net.experiment import build_model as build_configured
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config.yaml", profile="demo")
+    model_config = dataclasses.replace(
+        config.model,
+        architecture="simple",
+        backbone="small_cnn",
+        weights=None,
+        descriptors=descriptors,
+        gem_p=5.0,
+        trainable_gem_p=True,
+    )
+    model = build_configured(model_config, image_size=SIZE, num_classes=0)
+    poolings = (SPoCPooling2D, MACPooling2D, GeneralizedMeanPooling2D)
+    pools = [layer for layer in model.layers if isinstance(layer, poolings)]
+    assert [type(layer) for layer in pools] == [pooling]
+    if pooling is GeneralizedMeanPooling2D:
+        assert pools[0].initial_p == 5.0 and pools[0].trainable_p
