@@ -70,6 +70,39 @@ def time_calls(fn: Callable[[], object], *, repeat: int, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
+def alternate(
+    ways: dict[str, Callable[[], object]], *, rounds: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Times each way once per round, the order reversed every other round (A B, B A, ...).
+
+    On a shared machine the load drifts over a run; timing the two ways alternately, several
+    times, keeps a change of load from landing on one way only. CPU seconds (all threads of the
+    process) are recorded beside the wall seconds: they move much less with the load.
+
+    Args:
+        ways: Name -> work to time; each must finish its work before returning. A way that
+            times only part of its work (the steps after a warm-up) returns that part's
+            (wall seconds, CPU seconds); any other return value times the whole call.
+        rounds: Times each way runs (>= 1).
+
+    Returns:
+        Name -> (wall seconds, CPU seconds), one of each per round.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in ways}
+    names = list(ways)
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            timed = ways[name]()
+            if not (isinstance(timed, tuple) and [type(t) for t in timed] == [float, float]):
+                timed = (time.perf_counter() - wall, time.process_time() - cpu)
+            times[name][0].append(timed[0])
+            times[name][1].append(timed[1])
+    return times
+
+
 def _status_kib(field: str) -> int | None:
     try:
         for line in _STATUS.read_text().splitlines():

@@ -2,16 +2,15 @@
 
 Both embed the same in-memory batches with the same small CGD model. Ours runs one
 ``tf.function`` inference step per batch; the seed's way calls ``model.predict`` on each batch,
-which builds a data adapter, an iterator and callbacks on every call. Each way is timed over a
-whole pass after one untimed pass (ours retraces its step on each call, which the timed pass
-includes).
+which builds a data adapter, an iterator and callbacks on every call. After one untimed pass of
+each (tracing, the data set's cache), each way is timed over whole passes, the two alternating
+for ``--rounds`` rounds; the medians are compared. CPU seconds are printed beside the wall
+seconds (they move much less with the machine's load).
 
-    python -m benchmarks.embedding [--quick] [--backbone small_cnn] [--image-size 96]
+    python -m benchmarks.embedding [--quick] [--backbone small_cnn] [--image-size 96] [--rounds 3]
 """
 
 from __future__ import annotations
-
-import time
 
 from benchmarks import common
 
@@ -43,11 +42,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--batches", type=int)
     p.add_argument("--embedding-dim", type=int)
+    p.add_argument("--rounds", type=int, help="timed passes of each way, alternating")
     args = common.sizes(
         p.parse_args(argv),
-        quick=dict(image_size=32, batch_size=8, batches=4, embedding_dim=32),
-        full=dict(image_size=96, batch_size=32, batches=64, embedding_dim=512),
+        quick=dict(image_size=32, batch_size=8, batches=4, embedding_dim=32, rounds=1),
+        full=dict(image_size=96, batch_size=32, batches=64, embedding_dim=512, rounds=3),
     )
+    import statistics
+
     import numpy as np
     import tensorflow as tf
 
@@ -73,30 +75,40 @@ def main(argv: list[str] | None = None) -> dict:
     def seed():
         return predict_per_batch(model, dataset)
 
-    ours(), seed()  # warm-up: traces, the data set's cache
-    start = time.perf_counter()
-    ours_emb = ours()
-    ours_s = time.perf_counter() - start
-    start = time.perf_counter()
-    seed_emb = seed()
-    seed_s = time.perf_counter() - start
+    ours_emb, seed_emb = ours(), seed()  # warm-up: traces, the data set's cache
     gap = float(np.abs(ours_emb - seed_emb).max())
+    times = common.alternate({"ours": ours, "seed": seed}, rounds=args.rounds)
+    ours_s, ours_cpu = (statistics.median(values) for values in times["ours"])
+    seed_s, seed_cpu = (statistics.median(values) for values in times["seed"])
 
     print(
         f"{num} images of {args.image_size} px in batches of {args.batch_size}; CGD (SG, "
-        f"{args.embedding_dim}-d) on {args.backbone}, {model.count_params():,} parameters"
+        f"{args.embedding_dim}-d) on {args.backbone}, {model.count_params():,} parameters; "
+        f"median of {args.rounds} passes of each, alternating"
     )
     common.print_table(
-        ["way", "seconds", "images/s"],
+        ["way", "seconds", "images/s", "CPU seconds"],
         [
-            ["seed: model.predict per batch", f"{seed_s:.2f}", f"{num / seed_s:.0f}"],
-            ["ours: compute_embeddings", f"{ours_s:.2f}", f"{num / ours_s:.0f}"],
+            [
+                "seed: model.predict per batch",
+                f"{seed_s:.2f}",
+                f"{num / seed_s:.0f}",
+                f"{seed_cpu:.2f}",
+            ],
+            ["ours: compute_embeddings", f"{ours_s:.2f}", f"{num / ours_s:.0f}", f"{ours_cpu:.2f}"],
         ],
     )
     print(f"same embeddings: max |difference| {gap:.1e}")
     ratio = seed_s / ours_s
     print(common.ratio_line(ratio, 1.5))
-    return {"ours_s": ours_s, "seed_s": seed_s, "gap": gap, "ratio": ratio}
+    return {
+        "ours_s": ours_s,
+        "seed_s": seed_s,
+        "ours_cpu_s": ours_cpu,
+        "seed_cpu_s": seed_cpu,
+        "gap": gap,
+        "ratio": ratio,
+    }
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ batch of tensors already in memory. The ratio real / bare shows whether the pipe
 loop starve the model (target >= 0.9). On a CPU, the pipeline and the model share the cores, so
 a cheap model (small images, the small CNN) makes the ratio look worse than on a GPU.
 
-    python -m benchmarks.training [--quick] [--backbone resnet50] [--image-size 128]
+Each way runs ``--steps`` timed steps after ``--warmup`` untimed ones (tracing; the pipeline
+filling its buffers, for ``fit``, whose every call starts the data set afresh), the two ways
+alternating for ``--rounds`` rounds; the medians are compared. CPU images/s (per CPU second of
+all the process's threads, the pipeline's included) are printed beside the wall images/s.
+
+    python -m benchmarks.training [--quick] [--backbone resnet50] [--image-size 128] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images-per-class", type=int)
     p.add_argument("--steps", type=int, help="timed steps")
     p.add_argument("--warmup", type=int, help="untimed steps first")
+    p.add_argument("--rounds", type=int, help="timed runs of each way, alternating")
     p.add_argument("--data-dir", help="where to write (or reuse) the JPEGs; default a temp dir")
     args = common.sizes(
         p.parse_args(argv),
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
             images_per_class=2,
             steps=3,
             warmup=2,
+            rounds=1,
         ),
         full=dict(
             backbone="resnet50",
@@ -48,8 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
             images_per_class=4,
             steps=10,
             warmup=3,
+            rounds=3,
         ),
     )
+    import statistics
+
     import keras
     import tensorflow as tf
 
@@ -95,20 +105,26 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
         # Real: model.fit, timed from the end of the warm-up steps to the end of the last.
-        stamps: list[float] = []
+        stamps: list[tuple[float, float]] = []
         timer = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
+            on_train_batch_end=lambda batch, logs=None: stamps.append(
+                (time.perf_counter(), time.process_time())
+            )
         )
-        total = args.warmup + args.steps
-        model.fit(
-            with_targets(dataset, output_names(model)),
-            epochs=1,
-            steps_per_epoch=total,
-            callbacks=[timer],
-            verbose=0,
-            shuffle=False,
-        )
-        real_rate = args.steps * batch / (stamps[-1] - stamps[args.warmup - 1])
+        real_data = with_targets(dataset, output_names(model))
+
+        def real() -> tuple[float, float]:
+            stamps.clear()
+            model.fit(
+                real_data,
+                epochs=1,
+                steps_per_epoch=args.warmup + args.steps,
+                callbacks=[timer],
+                verbose=0,
+                shuffle=False,
+            )
+            (wall_start, cpu_start), (wall_end, cpu_end) = stamps[args.warmup - 1], stamps[-1]
+            return wall_end - wall_start, cpu_end - cpu_start
 
         # Bare: the same step on one batch already in memory.
         images, labels = next(iter(dataset))
@@ -125,25 +141,49 @@ def main(argv: list[str] | None = None) -> dict:
             optimizer.apply(grads, model.trainable_variables)
             return loss
 
-        step_s = common.time_calls(
-            lambda: bare_step().numpy(), repeat=args.steps, warmup=args.warmup
-        )
-        bare_rate = batch / step_s
+        for _ in range(args.warmup):  # tracing; later rounds reuse the trace
+            bare_step().numpy()
+
+        def bare() -> tuple[float, float]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                bare_step().numpy()
+            return time.perf_counter() - wall, time.process_time() - cpu
+
+        times = common.alternate({"real": real, "bare": bare}, rounds=args.rounds)
+        images_timed = args.steps * batch
+        real_rate, real_cpu_rate = (images_timed / statistics.median(v) for v in times["real"])
+        bare_rate, bare_cpu_rate = (images_timed / statistics.median(v) for v in times["bare"])
 
     print(
         f"CGD (SG) on {args.backbone} at {args.image_size} px, batch {args.classes_per_batch} x "
-        f"{args.images_per_class}; {args.steps} steps timed after {args.warmup}"
+        f"{args.images_per_class}; {args.steps} steps timed after {args.warmup}, median of "
+        f"{args.rounds} runs of each, alternating"
     )
     common.print_table(
-        ["step", "images/s"],
+        ["step", "images/s", "images/CPU s"],
         [
-            ["bare: forward/backward on tensors in memory", f"{bare_rate:.1f}"],
-            ["real: compile_model + fit on train_dataset", f"{real_rate:.1f}"],
+            [
+                "bare: forward/backward on tensors in memory",
+                f"{bare_rate:.1f}",
+                f"{bare_cpu_rate:.1f}",
+            ],
+            [
+                "real: compile_model + fit on train_dataset",
+                f"{real_rate:.1f}",
+                f"{real_cpu_rate:.1f}",
+            ],
         ],
     )
     ratio = real_rate / bare_rate
     print(common.ratio_line(ratio, 0.9, unit=""))
-    return {"real": real_rate, "bare": bare_rate, "ratio": ratio}
+    return {
+        "real": real_rate,
+        "bare": bare_rate,
+        "real_cpu": real_cpu_rate,
+        "bare_cpu": bare_cpu_rate,
+        "ratio": ratio,
+    }
 
 
 if __name__ == "__main__":

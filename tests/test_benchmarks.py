@@ -36,6 +36,31 @@ def test_sizes_fill_only_missing_options():
     assert (args.num, args.dim) == (5, 2)
 
 
+def test_alternate_reverses_the_order_each_round_and_takes_a_ways_own_timing():
+    calls = []
+
+    def way(name, result=None):
+        def run():
+            calls.append(name)
+            return result
+
+        return run
+
+    times = common.alternate(
+        {"a": way("a"), "b": way("b", (2.5, 1.5)), "c": way("c", (1, 2))}, rounds=3
+    )
+    assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert times["b"] == ([2.5] * 3, [1.5] * 3)  # the part the way timed itself
+    # Any other return value (here a pair of ints, like an array or a tuple of results) is not a
+    # timing: the whole call is timed.
+    for name in ("a", "c"):
+        walls, cpus = times[name]
+        assert len(walls) == len(cpus) == 3
+        assert all(0 <= value < 1 for value in walls + cpus)
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        common.alternate({"a": way("a")}, rounds=0)
+
+
 PEAK_RSS_CHECK = """
 import numpy as np
 from benchmarks import common
