@@ -125,19 +125,18 @@ def _logits_head(
 def _embedding_model(
     images: keras.KerasTensor,
     embedding: keras.KerasTensor,
-    head_input: keras.KerasTensor,
-    num_classes: int,
-    auxiliary_head: str,
+    logits: keras.KerasTensor | None,
     name: str,
 ) -> keras.Model:
-    """The model of ``images``: its "embeddings" and, with classes, its "logits".
+    """The model of ``images``: its "embeddings" (``embedding`` L2-normalised) and "logits".
 
-    "embeddings" is ``embedding`` L2-normalised; "logits" is the auxiliary classifier on
-    ``head_input`` (see `_logits_head`), only when ``num_classes > 0``.
+    ``logits`` (from `_logits_head`, or None without an auxiliary classifier) is made by the
+    caller where its architecture makes it: the order in which layers are made decides, under
+    a fixed seed, which initial weights each layer draws.
     """
     outputs = {EMBEDDINGS: L2Normalization(name=EMBEDDINGS, dtype="float32")(embedding)}
-    if num_classes:
-        outputs[LOGITS] = _logits_head(head_input, num_classes, auxiliary_head)
+    if logits is not None:
+        outputs[LOGITS] = logits
     return keras.Model(images, outputs, name=name)
 
 
@@ -193,16 +192,20 @@ def build_cgd_model(
 
     images, features = options.features()
     branches = []
+    logits = None
     for letter in letters:
         kind = DESCRIPTOR_NAMES[letter]
         descriptor = global_descriptor(letter, p=gem_p, trainable_p=trainable_gem_p)(features)
         x = keras.layers.Dense(branch_dim, use_bias=False, name=f"{kind}_fc")(descriptor)
         branches.append(L2Normalization(name=f"{kind}_l2", dtype="float32")(x))
-        if len(branches) == 1:  # The first descriptor, raw or as its branch, feeds the head.
+        if len(branches) == 1 and num_classes:
+            # The first descriptor, raw or as its branch, feeds the head, made here (before
+            # the other branches) so that a seed gives the same weights as it always did.
             head_input = branches[0] if auxiliary_head == "seed" else descriptor
+            logits = _logits_head(head_input, num_classes, auxiliary_head)
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
     name = f"cgd_{options.backbone}_{''.join(letters)}"
-    return _embedding_model(images, x, head_input, num_classes, auxiliary_head, name)
+    return _embedding_model(images, x, logits, name)
 
 
 def build_simple_model(
@@ -260,8 +263,8 @@ def build_simple_model(
     x = keras.layers.BatchNormalization(name="hidden_bn")(x)
     x = keras.layers.ReLU(name="hidden_relu")(x)
     x = keras.layers.Dense(embedding_dim, name="embedding_fc")(x)
-    name = f"simple_{options.backbone}_{letters[0]}"
-    return _embedding_model(images, x, descriptor, num_classes, auxiliary_head, name)
+    logits = _logits_head(descriptor, num_classes, auxiliary_head) if num_classes else None
+    return _embedding_model(images, x, logits, f"simple_{options.backbone}_{letters[0]}")
 
 
 def build_conv_flatten_fc_model(
@@ -320,8 +323,8 @@ def build_conv_flatten_fc_model(
     x = keras.layers.Dense(hidden_dim, activation="swish", name="hidden_fc")(x)
     x = keras.layers.BatchNormalization(name="hidden_bn")(x)
     x = keras.layers.Dense(embedding_dim, name="embedding_fc")(x)
-    name = f"conv_flatten_fc_{options.backbone}"
-    return _embedding_model(images, x, x, num_classes, auxiliary_head, name)
+    logits = _logits_head(x, num_classes, auxiliary_head) if num_classes else None
+    return _embedding_model(images, x, logits, f"conv_flatten_fc_{options.backbone}")
 
 
 #: Architecture name -> builder, for `build_model`.

@@ -359,3 +359,25 @@ def test_configured_simple_model_pools_with_the_first_descriptor(descriptors, po
     assert [type(layer) for layer in pools] == [pooling]
     if pooling is GeneralizedMeanPooling2D:
         assert pools[0].initial_p == 5.0 and pools[0].trainable_p
+
+
+def test_cgd_model_draws_the_head_weights_after_the_first_branch():
+    """Under one seed, layers draw their initial weights in the order they are made.
+
+    CGD makes the auxiliary head right after the first branch and before the others, as this
+    repository always has: the published demo numbers are reproduced from a seed, so moving
+    the head (e.g. to after the concatenation) would silently change them. With a head, the
+    first branch draws the same weights as without one and the second branch other weights.
+    """
+
+    def kernels(num_classes):
+        keras.utils.set_random_seed(0)
+        model = build_cgd_model(
+            backbone="small_cnn", image_size=32, descriptors="SG", embedding_dim=16,
+            num_classes=num_classes,
+        )  # fmt: skip
+        return [model.get_layer(name).kernel.numpy() for name in ("spoc_fc", "gem_fc")]
+
+    (spoc_with, gem_with), (spoc_without, gem_without) = kernels(5), kernels(0)
+    np.testing.assert_array_equal(spoc_with, spoc_without)
+    assert not np.allclose(gem_with, gem_without)
