@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import DEFAULT_AUGMENT_LONG_FORM
 
 from net.augmentation import DEFAULT, Augmentation, as_mapping, parse_augmentation
 from net.config import ConfigError, load_config
@@ -15,15 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_true_false_and_the_long_form_of_the_defaults():
     assert parse_augmentation(True) == DEFAULT
     assert parse_augmentation(False) is None and parse_augmentation(None) is None
-    long_form = {
-        "flip": 0.5,
-        "scale": {"p": 0.25, "range": [0.8, 1.2]},
-        "translate": {"p": 0.25, "range": 0.1},
-        "rotate": {"p": 0.25, "range": 15},
-        "shear": {"p": 0.25, "range": 10},
-        "grayscale": {"p": 0.25, "range": [0.2, 1.0]},
-    }
-    assert parse_augmentation(long_form) == DEFAULT
+    assert parse_augmentation(DEFAULT_AUGMENT_LONG_FORM) == DEFAULT
 
 
 def test_short_forms_apply_always_and_omitted_operations_are_off():

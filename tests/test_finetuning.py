@@ -51,6 +51,19 @@ def values(variables):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
+def compiled_with_backbone_record():
+    """A compiled small model, its backbone, the backbone's weights now in a list, and a
+    callback that appends them to that list after every epoch."""
+    net = small_model()
+    compile_small(net)
+    backbone = finetuning.backbone_layer(net)
+    snapshots = [values(backbone.weights)]
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(values(backbone.weights))
+    )
+    return net, backbone, snapshots, record
+
+
 def test_backbone_layer_is_the_nested_model():
     net = small_model()
     assert finetuning.backbone_layer(net).name == "small_cnn"
@@ -135,13 +148,7 @@ def test_the_multiplier_scales_the_backbones_updates_by_hand():
 def test_freezing_the_first_epoch_then_training_everything():
     """Epoch 1 (Keras' epoch 0) trains only the heads: the backbone, BatchNorm statistics
     included, ends it bit-identical; epoch 2 trains the backbone too."""
-    net = small_model()
-    compile_small(net)
-    backbone = finetuning.backbone_layer(net)
-    snapshots = [values(backbone.weights)]
-    record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: snapshots.append(values(backbone.weights))
-    )
+    net, backbone, snapshots, record = compiled_with_backbone_record()
     net.fit(
         dataset(2),
         epochs=2,
@@ -167,13 +174,7 @@ def test_the_multi_worker_loop_retraces_when_the_backbone_is_unfrozen():
     """The loop used under MultiWorkerMirroredStrategy traces its own step: after the frozen
     epoch it must trace again, or the backbone would never train. (Run here under the default
     strategy: the same loop, one replica.)"""
-    net = small_model()
-    compile_small(net)
-    backbone = finetuning.backbone_layer(net)
-    snapshots = [values(backbone.weights)]
-    record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: snapshots.append(values(backbone.weights))
-    )
+    net, backbone, snapshots, record = compiled_with_backbone_record()
     training._fit_multi_worker(
         net,
         dataset(2).repeat(),

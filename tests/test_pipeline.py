@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import DEFAULT_AUGMENT_LONG_FORM
 
 from net.augmentation import parse_augmentation
 from net.data import Records, metric_learning_split, read_cars196
@@ -535,14 +536,7 @@ def test_augment_true_reproduces_the_earlier_pipeline(tmp_path):
     assert changed > 30  # most seeds change the image: the comparison covers the operations
     records = _coded_records(tmp_path, [c for c in range(4) for _ in range(3)])
     kwargs = {"classes_per_batch": 2, "images_per_class": 2, "image_size": 8, "crop_mode": "pad"}
-    mapping = {
-        "flip": 0.5,
-        "scale": {"p": 0.25, "range": [0.8, 1.2]},
-        "translate": {"p": 0.25, "range": 0.1},
-        "rotate": {"p": 0.25, "range": 15},
-        "shear": {"p": 0.25, "range": 10},
-        "grayscale": {"p": 0.25, "range": [0.2, 1.0]},
-    }
+    mapping = DEFAULT_AUGMENT_LONG_FORM
     batches = {
         name: [x.numpy() for x, _ in train_dataset(records, seed=11, augment=a, **kwargs).take(5)]
         for name, a in [

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from invoke import Program
+from helpers import run_task
 from official_layouts import write_cub200, write_inshop, write_sop
-
-from tasks.collection import ns
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,11 +23,6 @@ FIXTURES = {
     "sop": (lambda root: write_sop(root, test_sizes=[3] * 334), 4),  # test: 1,002 images
     "inshop": (lambda root: write_inshop(root, test_items=26), 3),  # gallery: 52 images
 }
-
-
-def run_task(*argv):
-    """Runs invoke in this process (TensorFlow is imported once for all tasks)."""
-    Program(namespace=ns).run(["invoke", *argv], exit=False)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from helpers import TINY_DATA
 
 from net import data, experiment
 from net.config import load_config
@@ -97,16 +98,7 @@ def reliability_config(root, **training_changes):
     import dataclasses
 
     config = load_config(REPO / "config.yaml", profile="demo")
-    data_config = dataclasses.replace(
-        config.data,
-        root=str(root),
-        image_size=32,
-        num_val_classes=2,
-        classes_per_batch=2,
-        images_per_class=2,
-        eval_batch_size=16,
-        cache=False,
-    )
+    data_config = dataclasses.replace(config.data, root=str(root), **TINY_DATA, cache=False)
     model = dataclasses.replace(config.model, embedding_dim=16)
     schedule = dataclasses.replace(config.training.schedule, kind="plateau", patience=1)
     changes = {"epochs": 3, "steps_per_epoch": 2, "seed": 5, "deterministic": True}

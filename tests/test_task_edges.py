@@ -9,9 +9,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from invoke import Program
-
-from tasks.collection import ns
+from helpers import failing_task, run_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,16 +20,6 @@ TRAIN_SETTINGS = [
     "data.classes_per_batch=2", "data.images_per_class=2", "data.eval_batch_size=16",
     "model.embedding_dim=16",
 ]  # fmt: skip
-
-
-def run_task(*argv):
-    Program(namespace=ns).run(["invoke", *argv], exit=False)
-
-
-def failing_task(*argv) -> int:
-    with pytest.raises(SystemExit) as info:
-        Program(namespace=ns).run(["invoke", *argv])
-    return info.value.code
 
 
 def _config(root: Path, dataset: Path, runs: Path) -> Path:

@@ -15,24 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from invoke import Program
+from helpers import TINY_DATA, failing_task, run_task
 
 from tasks.collection import ns
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
-
-
-def run_task(*argv):
-    """Runs invoke in this process (TensorFlow is imported once for all tasks)."""
-    Program(namespace=ns).run(["invoke", *argv], exit=False)
-
-
-def failing_task(*argv) -> int:
-    """Runs invoke in this process, expecting the task to stop; returns its exit code."""
-    with pytest.raises(SystemExit) as info:
-        Program(namespace=ns).run(["invoke", *argv])
-    return info.value.code
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +29,7 @@ def workspace(demo_dataset_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     raw = yaml.safe_load((REPO / "config.yaml").read_text())
     demo = raw["profiles"]["demo"]
-    demo["data"].update(
-        root=str(demo_dataset_root),
-        image_size=32,
-        classes_per_batch=2,
-        images_per_class=2,
-        num_val_classes=2,
-        eval_batch_size=16,
-    )
+    demo["data"].update(root=str(demo_dataset_root), **TINY_DATA)
     demo["model"]["embedding_dim"] = 32
     demo["training"].update(epochs=EPOCHS, steps_per_epoch=8, schedule={"boundaries": [3]})
     demo["output"]["root"] = str(root / "runs")

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import TINY_DATA
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from net import callbacks, experiment, finetuning, losses, pipeline, runs, training
@@ -21,15 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_config(root, **training_changes):
     """The demo profile shrunk to seconds: 32 px, 2 steps an epoch, no validation classes."""
     config = load_config(REPO / "config.yaml", profile="demo")
-    data = dataclasses.replace(
-        config.data,
-        root=str(root),
-        image_size=32,
-        num_val_classes=2,
-        classes_per_batch=2,
-        images_per_class=2,
-        eval_batch_size=16,
-    )
+    data = dataclasses.replace(config.data, root=str(root), **TINY_DATA)
     model = dataclasses.replace(config.model, embedding_dim=32)
     changes = {"epochs": 2, "steps_per_epoch": 2, "seed": 3, **training_changes}
     train = dataclasses.replace(config.training, **changes)
@@ -219,16 +212,8 @@ def test_seed_profile_builds_and_trains_two_steps(demo_dataset_root, tmp_path):
     and weights null: ResNet-50 cut at conv4_block3_out, SMG, the seed's auxiliary head, HAP2S,
     uniform class sampling, pad to square, plateau schedule on validation MAP@R."""
     config = load_config(REPO / "config.yaml", profile="seed")
-    data = dataclasses.replace(
-        config.data,
-        root=str(demo_dataset_root),
-        num_train_classes=4,
-        num_val_classes=2,
-        image_size=48,
-        classes_per_batch=2,
-        images_per_class=2,
-        eval_batch_size=16,
-    )
+    tiny = {**TINY_DATA, "image_size": 48, "num_train_classes": 4}
+    data = dataclasses.replace(config.data, root=str(demo_dataset_root), **tiny)
     model = dataclasses.replace(config.model, weights=None)
     train = dataclasses.replace(config.training, epochs=1, steps_per_epoch=2, seed=0)
     config = dataclasses.replace(config, data=data, model=model, training=train)
