@@ -247,100 +247,151 @@ def check_values(config: Config) -> None:
         ValueError: ``"<dotted key>: <what is wrong>"`` for the first problem found;
             :func:`net.config.config_from_dict` adds the file's name.
     """
+    _check_positive_sizes(config)
+    _check_data(config.data)
+    _check_model(config.model)
+    _check_loss_weights(config.loss)
+    _check_training(config.training)
+    _check_schedule(config.training.schedule, num_val_classes=config.data.num_val_classes)
+    _check_evaluation(config.evaluation)
+    loss = config.loss
+    try:
+        check_metric_loss_params(loss.name, loss.params)
+    except ValueError as error:
+        _fail(f"loss.params ({loss.name})", str(error))
 
-    def fail(key: str, message: str) -> NoReturn:
-        raise ValueError(f"{key}: {message}")
 
-    data, model, loss, training = config.data, config.model, config.loss, config.training
+def _fail(key: str, message: str) -> NoReturn:
+    """Raises the ``"<dotted key>: <what is wrong>"`` error of :func:`check_values`."""
+    raise ValueError(f"{key}: {message}")
+
+
+def _check_positive_sizes(config: Config) -> None:
+    """Checks that every size and count of every section is positive (first, in key order)."""
+    data, evaluation = config.data, config.evaluation
     positive = {
         "data.image_size": data.image_size,
         "data.classes_per_batch": data.classes_per_batch,
         "data.images_per_class": data.images_per_class,
         "data.eval_batch_size": data.eval_batch_size,
-        "model.embedding_dim": model.embedding_dim,
-        "training.epochs": training.epochs,
-        "evaluation.block_size": config.evaluation.block_size,
-        "evaluation.nprobe": config.evaluation.nprobe,
+        "model.embedding_dim": config.model.embedding_dim,
+        "training.epochs": config.training.epochs,
+        "evaluation.block_size": evaluation.block_size,
+        "evaluation.nprobe": evaluation.nprobe,
     }
     for key, value in positive.items():
         if value <= 0:
-            fail(key, f"must be positive, got {value}")
+            _fail(key, f"must be positive, got {value}")
+
+
+def _check_data(data: DataConfig) -> None:
+    """Checks the ``data`` section: sizes, the class split, the P x K batch, augmentation.
+
+    The batch needs positives and negatives and must fit the training classes left after
+    the validation classes are held out.
+    """
     if data.image_size < 32:
-        fail("data.image_size", f"must be at least 32 pixels, got {data.image_size}")
+        _fail("data.image_size", f"must be at least 32 pixels, got {data.image_size}")
     if data.images_per_class < 2:
-        fail("data.images_per_class", "must be at least 2 (a P x K batch needs positives)")
+        _fail("data.images_per_class", "must be at least 2 (a P x K batch needs positives)")
     if data.classes_per_batch < 2:
-        fail("data.classes_per_batch", "must be at least 2 (a P x K batch needs negatives)")
+        _fail("data.classes_per_batch", "must be at least 2 (a P x K batch needs negatives)")
     if data.num_train_classes is not None and data.num_train_classes < 2:
-        fail("data.num_train_classes", f"must be at least 2, got {data.num_train_classes}")
+        _fail("data.num_train_classes", f"must be at least 2, got {data.num_train_classes}")
     if data.num_val_classes < 0:
-        fail("data.num_val_classes", f"must be 0 or more, got {data.num_val_classes}")
+        _fail("data.num_val_classes", f"must be 0 or more, got {data.num_val_classes}")
     if data.num_val_classes and data.num_val_classes < 2:
-        fail("data.num_val_classes", "must be 0 or at least 2 (retrieval needs negatives)")
+        _fail("data.num_val_classes", "must be 0 or at least 2 (retrieval needs negatives)")
     if data.num_train_classes is not None:
         fit_classes = data.num_train_classes - data.num_val_classes
         if data.classes_per_batch > fit_classes:
-            fail(
+            _fail(
                 "data.classes_per_batch",
                 f"P = {data.classes_per_batch} classes per batch, but only {fit_classes} "
                 f"training classes remain (num_train_classes {data.num_train_classes} - "
                 f"num_val_classes {data.num_val_classes})",
             )
     parse_augmentation(data.augment)  # its message names the key
+
+
+def _check_model(model: ModelConfig) -> None:
+    """Checks the ``model`` section: descriptor letters, embedding split, GeM's power.
+
+    The letters must parse, the embedding must split evenly between them, and GeM's power
+    must be positive.
+    """
     letters = model.descriptors
     try:
         parse_descriptors(letters)
     except ValueError as error:
-        fail("model.descriptors", str(error))
+        _fail("model.descriptors", str(error))
     if model.embedding_dim % len(letters):
-        fail(
+        _fail(
             "model.embedding_dim",
             f"{model.embedding_dim} is not divisible by the {len(letters)} descriptors "
             f"of {letters!r}",
         )
     if model.gem_p <= 0:
-        fail("model.gem_p", f"must be positive, got {model.gem_p}")
+        _fail("model.gem_p", f"must be positive, got {model.gem_p}")
+
+
+def _check_loss_weights(loss: LossConfig) -> None:
+    """Checks the ``loss`` section's weights, smoothing and temperature.
+
+    The metric loss's own parameters come last, in :func:`check_values`.
+    """
     if loss.auxiliary_weight < 0:
-        fail("loss.auxiliary_weight", f"must be 0 or more, got {loss.auxiliary_weight}")
+        _fail("loss.auxiliary_weight", f"must be 0 or more, got {loss.auxiliary_weight}")
     if not 0 <= loss.label_smoothing < 1:
-        fail("loss.label_smoothing", f"must be in [0, 1), got {loss.label_smoothing}")
+        _fail("loss.label_smoothing", f"must be in [0, 1), got {loss.label_smoothing}")
     if loss.temperature <= 0:
-        fail("loss.temperature", f"must be positive, got {loss.temperature}")
+        _fail("loss.temperature", f"must be positive, got {loss.temperature}")
+
+
+def _check_training(training: TrainingConfig) -> None:
+    """Checks the ``training`` section's optimiser, early-stopping and backbone settings."""
     if training.learning_rate <= 0:
-        fail("training.learning_rate", f"must be positive, got {training.learning_rate}")
+        _fail("training.learning_rate", f"must be positive, got {training.learning_rate}")
     if training.weight_decay < 0:
-        fail("training.weight_decay", f"must be 0 or more, got {training.weight_decay}")
+        _fail("training.weight_decay", f"must be 0 or more, got {training.weight_decay}")
     if training.steps_per_epoch is not None and training.steps_per_epoch <= 0:
-        fail("training.steps_per_epoch", f"must be positive, got {training.steps_per_epoch}")
+        _fail("training.steps_per_epoch", f"must be positive, got {training.steps_per_epoch}")
     if training.early_stopping_patience < 0:
-        fail("training.early_stopping_patience", "must be 0 or more")
+        _fail("training.early_stopping_patience", "must be 0 or more")
     multiplier = training.backbone_learning_rate_multiplier
     if not math.isfinite(multiplier) or multiplier < 0:
-        fail("training.backbone_learning_rate_multiplier", f"must be 0 or more, got {multiplier}")
+        _fail("training.backbone_learning_rate_multiplier", f"must be 0 or more, got {multiplier}")
     if training.freeze_backbone_epochs < 0:
-        fail(
+        _fail(
             "training.freeze_backbone_epochs",
             f"must be 0 or more, got {training.freeze_backbone_epochs}",
         )
-    schedule = training.schedule
+
+
+def _check_schedule(schedule: ScheduleConfig, *, num_val_classes: int) -> None:
+    """Checks ``training.schedule``: decay factor, step epochs, plateau settings.
+
+    A step schedule needs increasing epochs of at least 1; a plateau schedule needs a
+    patience of at least 1 and validation classes to watch.
+    """
     if not 0 < schedule.factor <= 1:
-        fail("training.schedule.factor", f"must be in (0, 1], got {schedule.factor}")
+        _fail("training.schedule.factor", f"must be in (0, 1], got {schedule.factor}")
     if schedule.kind == "step":
         if not schedule.boundaries:
-            fail("training.schedule.boundaries", "a step schedule needs at least one epoch")
+            _fail("training.schedule.boundaries", "a step schedule needs at least one epoch")
         if sorted(set(schedule.boundaries)) != schedule.boundaries or schedule.boundaries[0] < 1:
-            fail(
+            _fail(
                 "training.schedule.boundaries",
                 f"must be increasing epochs of at least 1, got {schedule.boundaries}",
             )
     if schedule.kind == "plateau" and schedule.patience < 1:
-        fail("training.schedule.patience", "must be at least 1 for a plateau schedule")
-    if schedule.kind == "plateau" and data.num_val_classes == 0:
-        fail("training.schedule.kind", "plateau needs validation classes (data.num_val_classes)")
-    ks = config.evaluation.ks
+        _fail("training.schedule.patience", "must be at least 1 for a plateau schedule")
+    if schedule.kind == "plateau" and num_val_classes == 0:
+        _fail("training.schedule.kind", "plateau needs validation classes (data.num_val_classes)")
+
+
+def _check_evaluation(evaluation: EvaluationConfig) -> None:
+    """Checks ``evaluation.ks``: at least one K, each at least 1."""
+    ks = evaluation.ks
     if not ks or any(k < 1 for k in ks):
-        fail("evaluation.ks", f"must be positive integers, got {ks}")
-    try:
-        check_metric_loss_params(loss.name, loss.params)
-    except ValueError as error:
-        fail(f"loss.params ({loss.name})", str(error))
+        _fail("evaluation.ks", f"must be positive integers, got {ks}")
