@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from net import annotation_files
@@ -54,103 +55,173 @@ def read_cub200(root: str | os.PathLike) -> tuple[Records, list[str]]:
     """
     base = annotation_files.base_folder(root, "cub200")
     problems = annotation_files.Problems()
-    paths = {name: base / f"{name}.txt" for name in ("classes", "images", "image_class_labels")}
-    boxes_path = base / "bounding_boxes.txt"
-    class_lines = annotation_files.read_lines(paths["classes"])
-    classes: dict[int, str] = {}
-    for number, row in annotation_files.numbered_rows(paths["classes"], class_lines, 2, problems):
-        class_id = annotation_files.parse_integer(row[0])
-        if class_id is None or class_id < 1:
-            problems.add(paths["classes"], number, f"class id {row[0]!r} is not a positive integer")
-        elif class_id in classes:
-            problems.add(paths["classes"], number, f"class id {class_id} is listed twice")
-        else:
-            classes[class_id] = row[1]
-    if not classes:
-        raise DataError(f"{paths['classes']} lists no classes")
-    if sorted(classes) != list(range(1, max(classes) + 1)):
-        gaps = sorted(set(range(1, max(classes) + 1)) - set(classes))[:10]
-        problems.add(paths["classes"], None, f"class ids are not 1..{max(classes)}: {gaps} absent")
+    paths = {name: base / f"{name}.txt" for name in _FILES}
+    classes = _read_classes(paths["classes"], problems)
     class_names = tuple(classes.get(i, f"class {i}") for i in range(1, max(classes) + 1))
-
-    images = _id_table(paths["images"], annotation_files.read_lines(paths["images"]), problems)
-    labels = _id_table(
-        paths["image_class_labels"],
-        annotation_files.read_lines(paths["image_class_labels"]),
-        problems,
+    tables = _Tables(
+        paths,
+        classes,
+        *(
+            _id_table(paths[name], annotation_files.read_lines(paths[name]), problems)
+            for name in ("images", "image_class_labels", "bounding_boxes")
+        ),
     )
-    boxes = _id_table(boxes_path, annotation_files.read_lines(boxes_path), problems)
     listed: dict[str, tuple[Path, int]] = {}
     rows = []
-    for image_id in sorted(images):
-        line, fields = images[image_id]
-        if len(fields) != 1 or not annotation_files.relative_path(fields[0]):
+    for image_id in sorted(tables.images):
+        row = _image_row(image_id, tables, listed, problems)
+        if row is not None:
+            rows.append(row)
+    for table, name in ((tables.labels, "image_class_labels"), (tables.boxes, "bounding_boxes")):
+        for image_id in sorted(set(table) - set(tables.images)):
             problems.add(
-                paths["images"], line, f"expected '<image id> <relative path>', got {fields}"
-            )
-            continue
-        name = "images/" + fields[0]
-        if name in listed:
-            problems.add(paths["images"], line, f"image {fields[0]} repeats line {listed[name][1]}")
-            continue
-        listed[name] = (paths["images"], line)
-        if image_id not in labels:
-            problems.add(
-                paths["images"],
-                line,
-                f"image id {image_id} has no line in {paths['image_class_labels'].name}",
-            )
-            continue
-        label_line, label_fields = labels[image_id]
-        class_id = (
-            annotation_files.parse_integer(label_fields[0]) if len(label_fields) == 1 else None
-        )
-        if class_id is None or class_id not in classes:
-            problems.add(
-                paths["image_class_labels"],
-                label_line,
-                f"class {' '.join(label_fields)!r} of image id {image_id} is not a class id of "
-                f"{paths['classes'].name}",
-            )
-            continue
-        folder = fields[0].split("/")[0]
-        if "/" in fields[0] and folder != classes[class_id]:
-            problems.add(
-                paths["image_class_labels"],
-                label_line,
-                f"image id {image_id} has class {class_id} ({classes[class_id]}) but lies in "
-                f"folder {folder}",
-            )
-            continue
-        if image_id not in boxes:
-            problems.add(
-                paths["images"], line, f"image id {image_id} has no line in {boxes_path.name}"
-            )
-            continue
-        box_line, box_fields = boxes[image_id]
-        values = [annotation_files.parse_number(v) for v in box_fields]
-        if len(values) != 4 or any(v is None for v in values):
-            problems.add(
-                boxes_path,
-                box_line,
-                f"expected '<image id> <x> <y> <width> <height>' numbers, got {box_fields}",
-            )
-            continue
-        x, y, width, height = values
-        if width <= 0 or height <= 0 or x < 0 or y < 0:
-            problems.add(
-                boxes_path,
-                box_line,
-                f"box x={x} y={y} width={width} height={height} is empty or negative",
-            )
-            continue
-        box = (math.floor(x), math.floor(y), math.ceil(x + width), math.ceil(y + height))
-        rows.append((name, class_id - 1, box))
-    for table, path in ((labels, paths["image_class_labels"]), (boxes, boxes_path)):
-        for image_id in sorted(set(table) - set(images)):
-            problems.add(
-                path, table[image_id][0], f"image id {image_id} is not in {paths['images'].name}"
+                paths[name], table[image_id][0], f"image id {image_id} is not in images.txt"
             )
     missing = annotation_files.check_image_files(base, "images", listed, problems)
     rows = [row for row in rows if row[0] not in missing]
     return annotation_files.records_from_rows(base, rows, class_names), problems.lines
+
+
+_FILES = ("classes", "images", "image_class_labels", "bounding_boxes")
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """The four annotation files of one CUB-200-2011 folder, parsed.
+
+    Attributes:
+        paths: ``{file name without .txt: path}`` for the names of ``_FILES``.
+        classes: ``{class id: class name}`` of ``classes.txt``.
+        images, labels, boxes: ``{image id: (line, other fields)}`` of ``images.txt``,
+            ``image_class_labels.txt`` and ``bounding_boxes.txt``.
+    """
+
+    paths: dict[str, Path]
+    classes: dict[int, str]
+    images: dict[int, tuple[int, list[str]]]
+    labels: dict[int, tuple[int, list[str]]]
+    boxes: dict[int, tuple[int, list[str]]]
+
+
+def _read_classes(path: Path, problems: annotation_files.Problems) -> dict[int, str]:
+    """``{class id: class name}`` of ``classes.txt`` (ids should be 1..number of classes).
+
+    Raises:
+        DataError: the file is missing or unreadable, or lists no class.
+    """
+    lines = annotation_files.read_lines(path)
+    classes: dict[int, str] = {}
+    for number, row in annotation_files.numbered_rows(path, lines, 2, problems):
+        class_id = annotation_files.parse_integer(row[0])
+        if class_id is None or class_id < 1:
+            problems.add(path, number, f"class id {row[0]!r} is not a positive integer")
+        elif class_id in classes:
+            problems.add(path, number, f"class id {class_id} is listed twice")
+        else:
+            classes[class_id] = row[1]
+    if not classes:
+        raise DataError(f"{path} lists no classes")
+    if sorted(classes) != list(range(1, max(classes) + 1)):
+        gaps = sorted(set(range(1, max(classes) + 1)) - set(classes))[:10]
+        problems.add(path, None, f"class ids are not 1..{max(classes)}: {gaps} absent")
+    return classes
+
+
+def _image_row(
+    image_id: int,
+    tables: _Tables,
+    listed: dict[str, tuple[Path, int]],
+    problems: annotation_files.Problems,
+) -> tuple[str, int, tuple[int, int, int, int]] | None:
+    """``(path under the base folder, label, box)`` of one line of ``images.txt``.
+
+    Adds the image to ``listed`` once its path is valid and new. Returns None (after adding the
+    problem) when its path, class or box is not usable.
+    """
+    images_path = tables.paths["images"]
+    line, fields = tables.images[image_id]
+    if len(fields) != 1 or not annotation_files.relative_path(fields[0]):
+        problems.add(images_path, line, f"expected '<image id> <relative path>', got {fields}")
+        return None
+    name = "images/" + fields[0]
+    if name in listed:
+        problems.add(images_path, line, f"image {fields[0]} repeats line {listed[name][1]}")
+        return None
+    listed[name] = (images_path, line)
+    class_id = _image_class(image_id, line, fields[0], tables, problems)
+    if class_id is None:
+        return None
+    box = _image_box(image_id, line, tables, problems)
+    if box is None:
+        return None
+    return name, class_id - 1, box
+
+
+def _image_class(
+    image_id: int, line: int, image: str, tables: _Tables, problems: annotation_files.Problems
+) -> int | None:
+    """The class id of an image (``image_class_labels.txt``), checked.
+
+    The id must be one of ``classes.txt`` and match the image's class folder. Returns None
+    (after adding the problem) when it is not usable.
+    """
+    paths = tables.paths
+    if image_id not in tables.labels:
+        problems.add(
+            paths["images"], line, f"image id {image_id} has no line in image_class_labels.txt"
+        )
+        return None
+    label_line, label_fields = tables.labels[image_id]
+    class_id = annotation_files.parse_integer(label_fields[0]) if len(label_fields) == 1 else None
+    if class_id is None or class_id not in tables.classes:
+        problems.add(
+            paths["image_class_labels"],
+            label_line,
+            f"class {' '.join(label_fields)!r} of image id {image_id} is not a class id of "
+            "classes.txt",
+        )
+        return None
+    folder = image.split("/")[0]
+    if "/" in image and folder != tables.classes[class_id]:
+        problems.add(
+            paths["image_class_labels"],
+            label_line,
+            f"image id {image_id} has class {class_id} ({tables.classes[class_id]}) but lies in "
+            f"folder {folder}",
+        )
+        return None
+    return class_id
+
+
+def _image_box(
+    image_id: int, line: int, tables: _Tables, problems: annotation_files.Problems
+) -> tuple[int, int, int, int] | None:
+    """An image's box (``bounding_boxes.txt``) as half-open integer pixels ``(x1, y1, x2, y2)``.
+
+    Returns None (after adding the problem) when it is missing, not four numbers, empty or
+    negative.
+    """
+    boxes_path = tables.paths["bounding_boxes"]
+    if image_id not in tables.boxes:
+        problems.add(
+            tables.paths["images"], line, f"image id {image_id} has no line in {boxes_path.name}"
+        )
+        return None
+    box_line, box_fields = tables.boxes[image_id]
+    values = [annotation_files.parse_number(v) for v in box_fields]
+    if len(values) != 4 or any(v is None for v in values):
+        problems.add(
+            boxes_path,
+            box_line,
+            f"expected '<image id> <x> <y> <width> <height>' numbers, got {box_fields}",
+        )
+        return None
+    x, y, width, height = values
+    if width <= 0 or height <= 0 or x < 0 or y < 0:
+        problems.add(
+            boxes_path,
+            box_line,
+            f"box x={x} y={y} width={width} height={height} is empty or negative",
+        )
+        return None
+    return math.floor(x), math.floor(y), math.ceil(x + width), math.ceil(y + height)
