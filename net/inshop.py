@@ -64,6 +64,38 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
     base = annotation_files.base_folder(root, "inshop")
     problems = annotation_files.Problems()
     path = base / "Eval" / "list_eval_partition.txt"
+    entries, listed, item_status = _read_partition(path, problems)
+    box_path = base / "Anno" / "list_bbox_inshop.txt"
+    boxes = _read_boxes(box_path, listed, problems) if box_path.is_file() else {}
+    train_items = [item for item, (part, _) in item_status.items() if part == "train"]
+    test_items = [item for item, (part, _) in item_status.items() if part == "test"]
+    index = {item: i for i, item in enumerate(train_items + test_items)}
+    missing = annotation_files.check_image_files(base, "img", listed, problems)
+    rows = [
+        (name, index[item], boxes.get(name, NO_BOX), role)
+        for name, item, role in entries
+        if name not in missing
+    ]
+    if not rows:
+        raise DataError(f"{path} lists no usable image")
+    return annotation_files.records_from_rows(
+        base, rows, tuple(train_items + test_items)
+    ), problems.lines
+
+
+def _read_partition(
+    path: Path, problems: annotation_files.Problems
+) -> tuple[list[tuple[str, str, int]], dict[str, tuple[Path, int]], dict[str, tuple[str, int]]]:
+    """The usable lines of ``Eval/list_eval_partition.txt``.
+
+    Returns:
+        ``(entries, listed, item_status)``: ``[(image name, item id, role)]`` in file order;
+        ``{image name: (path, line)}`` of those images; ``{item id: ("train" or "test", first
+        line)}`` in the order the items first appear.
+
+    Raises:
+        DataError: the file is missing or unreadable or its two header lines are wrong.
+    """
     lines = _counted_file(path, _INSHOP_HEADER, problems)
     entries = []
     listed: dict[str, tuple[Path, int]] = {}
@@ -94,44 +126,39 @@ def read_inshop(root: str | os.PathLike) -> tuple[Records, list[str]]:
             continue
         listed[name] = (path, number)
         entries.append((name, item, _INSHOP_ROLES[status]))
+    return entries, listed, item_status
 
+
+def _read_boxes(
+    box_path: Path, listed: dict[str, tuple[Path, int]], problems: annotation_files.Problems
+) -> dict[str, tuple[int, ...]]:
+    """``{image name: (x_1, y_1, x_2, y_2)}`` of ``Anno/list_bbox_inshop.txt``.
+
+    Only boxes of images in ``listed`` (the partition file's usable images) are kept; the
+    others, and boxes that are not integers or are empty or negative, are problems.
+
+    Raises:
+        DataError: the file is unreadable or its two header lines are wrong.
+    """
     boxes: dict[str, tuple[int, ...]] = {}
-    box_path = base / "Anno" / "list_bbox_inshop.txt"
-    if box_path.is_file():
-        box_lines = _counted_file(box_path, _INSHOP_BOX_HEADER, problems)
-        for number, row in annotation_files.numbered_rows(
-            box_path, box_lines, 7, problems, first_line=3
-        ):
-            values = [annotation_files.parse_integer(v) for v in row[1:]]
-            if any(v is None for v in values):
-                problems.add(
-                    box_path, number, f"expected integers after the image name, got {row[1:]}"
-                )
-                continue
-            x1, y1, x2, y2 = values[2:]
-            if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
-                problems.add(
-                    box_path,
-                    number,
-                    f"box x_1={x1} y_1={y1} x_2={x2} y_2={y2} is empty or negative",
-                )
-                continue
-            if row[0] not in listed:
-                problems.add(box_path, number, f"image {row[0]} is not in {path.name}")
-                continue
-            boxes[row[0]] = (x1, y1, x2, y2)
-
-    train_items = [item for item, (part, _) in item_status.items() if part == "train"]
-    test_items = [item for item, (part, _) in item_status.items() if part == "test"]
-    index = {item: i for i, item in enumerate(train_items + test_items)}
-    missing = annotation_files.check_image_files(base, "img", listed, problems)
-    rows = [
-        (name, index[item], boxes.get(name, NO_BOX), role)
-        for name, item, role in entries
-        if name not in missing
-    ]
-    if not rows:
-        raise DataError(f"{path} lists no usable image")
-    return annotation_files.records_from_rows(
-        base, rows, tuple(train_items + test_items)
-    ), problems.lines
+    box_lines = _counted_file(box_path, _INSHOP_BOX_HEADER, problems)
+    for number, row in annotation_files.numbered_rows(
+        box_path, box_lines, 7, problems, first_line=3
+    ):
+        values = [annotation_files.parse_integer(v) for v in row[1:]]
+        if any(v is None for v in values):
+            problems.add(box_path, number, f"expected integers after the image name, got {row[1:]}")
+            continue
+        x1, y1, x2, y2 = values[2:]
+        if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+            problems.add(
+                box_path,
+                number,
+                f"box x_1={x1} y_1={y1} x_2={x2} y_2={y2} is empty or negative",
+            )
+            continue
+        if row[0] not in listed:
+            problems.add(box_path, number, f"image {row[0]} is not in list_eval_partition.txt")
+            continue
+        boxes[row[0]] = (x1, y1, x2, y2)
+    return boxes
