@@ -110,26 +110,72 @@ def split_counts_table(split: Split, layout: str, images_per_class: int | None =
         The table and its notes, without a trailing newline.
     """
     expected = EXPECTED_COUNTS.get(layout, {})
-    # Training labels are dense over the training classes (net.data.Records.dense): back to
-    # the data set's labels, which the validation records keep.
+    text, differs = _aligned_table(_count_rows(split, expected))
+    if not expected:
+        text.append(f"(no official counts for layout {layout!r})")
+    elif differs:
+        text.append(
+            "The counts differ from the official split: a partial download, another version of "
+            "the files, or images dropped by skip_bad_images or the configured class counts."
+        )
+    else:
+        text.append("All counts match the official split.")
+    if images_per_class is not None and len(split.train):
+        _, sizes = np.unique(split.train.labels, return_counts=True)
+        small = int((sizes < images_per_class).sum())
+        if small:
+            text.append(
+                f"{small:,} of {len(sizes):,} training classes hold fewer than K = "
+                f"{images_per_class} images: a batch holds all of their images, then repeats."
+            )
+    return "\n".join(text)
+
+
+def _train_and_val(split: Split) -> Records:
+    """The training and validation records together, in the data set's labels.
+
+    Training labels are dense over the training classes (:meth:`net.data.Records.dense`):
+    they go back to the data set's labels, which the validation records keep.
+    """
     position = {name: i for i, name in enumerate(split.val.class_names)}
     train_labels = np.array(
         [position[split.train.class_names[label]] for label in split.train.labels], np.int64
     )
-    train_val = Records(
+    return Records(
         np.concatenate([split.train.paths, split.val.paths]),
         np.concatenate([train_labels, split.val.labels]),
         np.concatenate([split.train.bboxes, split.val.bboxes]),
         split.val.class_names,
     )
+
+
+def _count_rows(
+    split: Split, expected: dict[str, tuple[int, int]]
+) -> list[tuple[str, Records, tuple[int, int] | None]]:
+    """``[(row name, records, official (classes, images) or None)]`` of the counts table.
+
+    Rows: train, val, train + val, test, and the test queries and gallery where the test
+    split has them; only train + val, test, queries and gallery have official counts.
+    """
     rows = [("train", split.train, None), ("val", split.val, None)]
-    rows.append(("train + val", train_val, expected.get("train")))
+    rows.append(("train + val", _train_and_val(split), expected.get("train")))
     rows.append(("test", split.test, expected.get("test")))
     if split.test.has_query_gallery:
-        rows.append(("  queries", split.test.subset(split.test.roles == ROLE_QUERY), None))
-        rows.append(("  gallery", split.test.subset(split.test.roles == ROLE_GALLERY), None))
-        rows[-2] = rows[-2][:2] + (expected.get("query"),)
-        rows[-1] = rows[-1][:2] + (expected.get("gallery"),)
+        queries = split.test.subset(split.test.roles == ROLE_QUERY)
+        gallery = split.test.subset(split.test.roles == ROLE_GALLERY)
+        rows.append(("  queries", queries, expected.get("query")))
+        rows.append(("  gallery", gallery, expected.get("gallery")))
+    return rows
+
+
+def _aligned_table(
+    rows: list[tuple[str, Records, tuple[int, int] | None]],
+) -> tuple[list[str], bool]:
+    """The counts table's lines, and whether any official count differs.
+
+    Names are left-aligned, numbers right-aligned; an official class count of -1 (not
+    published) is shown as ``-`` and not compared.
+    """
     header = ("split", "classes", "images", "official classes", "official images", "")
     lines = [header]
     differs = False
@@ -153,21 +199,4 @@ def split_counts_table(split: Split, layout: str, images_per_class: int | None =
         ).rstrip()
         for line in lines
     ]
-    if not expected:
-        text.append(f"(no official counts for layout {layout!r})")
-    elif differs:
-        text.append(
-            "The counts differ from the official split: a partial download, another version of "
-            "the files, or images dropped by skip_bad_images or the configured class counts."
-        )
-    else:
-        text.append("All counts match the official split.")
-    if images_per_class is not None and len(split.train):
-        _, sizes = np.unique(split.train.labels, return_counts=True)
-        small = int((sizes < images_per_class).sum())
-        if small:
-            text.append(
-                f"{small:,} of {len(sizes):,} training classes hold fewer than K = "
-                f"{images_per_class} images: a batch holds all of their images, then repeats."
-            )
-    return "\n".join(text)
+    return text, differs
