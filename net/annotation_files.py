@@ -159,7 +159,7 @@ def check_image_files(
     Args:
         base: the data set's base folder; listed paths are relative to it.
         folder: the images' folder under ``base`` ("" for the category folders of SOP).
-        listed: ``{relative path: (annotation file, line)}``.
+        listed: ``{relative path: (annotation file, line)}`` in the order the files list them.
         problems: where missing and unlisted images are reported.
 
     Returns:
@@ -171,7 +171,9 @@ def check_image_files(
     present = _listed_files(root)
     prefix = f"{folder}/" if folder else ""
     present = {prefix + name for name in present}
-    missing = sorted(set(listed) - present, key=lambda name: listed[name][1])
+    # In the order the annotation files list them (file by file, line by line): sorting by
+    # line alone left images missing on the same line of two files in hash order.
+    missing = [name for name in listed if name not in present]
     for name in missing:
         source, line = listed[name]
         problems.add(source, line, f"image {base / name} not found")

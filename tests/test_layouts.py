@@ -253,3 +253,27 @@ def test_a_partial_download_lists_the_count_then_20_missing_images(tmp_path):
     assert all(line.endswith("not found") for line in lines[1:21])
     assert lines[21] == "  … and 7 more"
     assert len(lines) == 23  # then the hint
+
+
+def test_missing_images_are_reported_in_the_order_the_files_list_them(tmp_path):
+    """File by file, line by line, whatever the hash seed: SOP's two lists can both miss an
+    image on the same line number (sorted by line alone, their order was the set's)."""
+    from net.annotation_files import Problems, check_image_files
+
+    (tmp_path / "bicycle_final").mkdir()
+    (tmp_path / "bicycle_final" / "kept.JPG").write_bytes(b"")
+    train, test = tmp_path / "Ebay_train.txt", tmp_path / "Ebay_test.txt"
+    listed = {
+        "bicycle_final/b.JPG": (train, 5),
+        "bicycle_final/kept.JPG": (train, 6),
+        "bicycle_final/a.JPG": (test, 3),
+        "bicycle_final/c.JPG": (test, 5),
+    }
+    problems = Problems()
+    missing = check_image_files(tmp_path, "", listed, problems)
+    assert missing == {"bicycle_final/a.JPG", "bicycle_final/b.JPG", "bicycle_final/c.JPG"}
+    assert [line.split(": ")[0] for line in problems.lines] == [
+        f"{train}, line 5",
+        f"{test}, line 3",
+        f"{test}, line 5",
+    ]
