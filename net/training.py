@@ -213,26 +213,110 @@ def fit(
             good epoch's models and state.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = run_callbacks.read_state(run_dir)
-    clean_run_dir(run_dir, state)
-    initial_epoch = 0
-    if state is not None:
-        try:
-            run_callbacks.restore_state(model, run_dir, state)
-        except OSError as error:
-            reason = error.strerror or str(error)
-            raise run_callbacks.RunSaveError(
-                f"could not rewrite the models of {run_dir} from its state ({reason})"
-            ) from None
-        initial_epoch = int(state["epoch"])
-        print(f"Resuming {run_dir} after epoch {initial_epoch} of {epochs}.")
+    state, initial_epoch = _resume(model, run_dir, epochs)
     if initial_epoch >= epochs:
         print(f"{run_dir} has already completed {initial_epoch} epochs; nothing to train.")
         return _result(run_dir, state, initial_epoch, initial_epoch, False, {})
     run_callbacks.truncate_csv_log(run_dir / run_callbacks.LOG_FILE, initial_epoch)
-    monitored = f"val_{monitor}" if validate else None
     nan_guard = run_callbacks.NaNGuard()
+    callback_list = _step_callbacks(
+        nan_guard,
+        validate,
+        images_per_step=images_per_step,
+        embedded_images=embedded_images,
+        freeze_backbone_epochs=freeze_backbone_epochs,
+        backbone_learning_rate_multiplier=backbone_learning_rate_multiplier,
+    )
+    selection, checkpoint = _selection_callbacks(
+        run_dir, state, nan_guard, validate, monitor, early_stopping_patience, plateau
+    )
+    callback_list += selection
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else "line"
+    if verbose == "line":
+        callback_list.append(run_callbacks.EpochLine())  # Last: it prints what the others logged.
+        verbose = 0
+    dataset = with_targets(train_dataset(initial_epoch), output_names(model))
+    history = _fit_function(model)(
+        dataset,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callback_list,
+        verbose=verbose,
+    )
+    _raise_if_diverged(nan_guard, run_dir)
+    final_state = run_callbacks.read_state(run_dir)
+    epochs_done = final_state["epoch"] if final_state else initial_epoch
+    return _result(
+        run_dir,
+        final_state,
+        initial_epoch,
+        epochs_done,
+        checkpoint.stopped_early,
+        {key: [float(v) for v in values] for key, values in history.history.items()},
+    )
+
+
+def _resume(model: keras.Model, run_dir: Path, epochs: int) -> tuple[dict[str, Any] | None, int]:
+    """Prepares a run directory and restores the model of the run interrupted in it, if any.
+
+    Creates the directory, removes what an interrupted process left (:func:`clean_run_dir`) and
+    rewrites the model's weights and optimiser state from the committed state.
+
+    Args:
+        model: the compiled model.
+        run_dir: the run directory.
+        epochs: total epochs of the run (for the message).
+
+    Returns:
+        The committed state (``None`` for a fresh run) and the number of epochs already done.
+
+    Raises:
+        net.callbacks.RunSaveError: the models could not be rewritten from the state.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = run_callbacks.read_state(run_dir)
+    clean_run_dir(run_dir, state)
+    if state is None:
+        return None, 0
+    try:
+        run_callbacks.restore_state(model, run_dir, state)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise run_callbacks.RunSaveError(
+            f"could not rewrite the models of {run_dir} from its state ({reason})"
+        ) from None
+    initial_epoch = int(state["epoch"])
+    print(f"Resuming {run_dir} after epoch {initial_epoch} of {epochs}.")
+    return state, initial_epoch
+
+
+def _step_callbacks(
+    nan_guard: run_callbacks.NaNGuard,
+    validate: Callable[[keras.Model], dict[str, float]] | None,
+    *,
+    images_per_step: int | None,
+    embedded_images: int,
+    freeze_backbone_epochs: int,
+    backbone_learning_rate_multiplier: float,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that act in an epoch and log its numbers, in the order they must run.
+
+    The NaN guard first, then backbone freezing, validation, throughput (right after the
+    validation, whose embedding extraction it times) and the learning rate.
+
+    Args:
+        nan_guard: the guard that stops training on a non-finite loss.
+        validate: as in :func:`fit`.
+        images_per_step: as in :func:`fit`.
+        embedded_images: as in :func:`fit`.
+        freeze_backbone_epochs: as in :func:`fit`.
+        backbone_learning_rate_multiplier: as in :func:`fit`.
+
+    Returns:
+        The callbacks.
+    """
     callback_list: list[keras.callbacks.Callback] = [nan_guard]
     if freeze_backbone_epochs or backbone_learning_rate_multiplier == 0:
         callback_list.append(
@@ -248,7 +332,38 @@ def fit(
             )
         )
     callback_list.append(run_callbacks.LearningRateLogger())
+    return callback_list
+
+
+def _selection_callbacks(
+    run_dir: Path,
+    state: dict[str, Any] | None,
+    nan_guard: run_callbacks.NaNGuard,
+    validate: Callable[[keras.Model], dict[str, float]] | None,
+    monitor: str,
+    early_stopping_patience: int,
+    plateau: dict[str, Any] | None,
+) -> tuple[list[keras.callbacks.Callback], run_callbacks.RunCheckpoint]:
+    """The callbacks that act on the validation score and commit each epoch, in their order.
+
+    The learning-rate plateau (with validation), the checkpoint (best and last models, the
+    resumable state, early stopping, ``log.csv``) and TensorBoard.
+
+    Args:
+        run_dir: the run directory.
+        state: the committed state of an interrupted run, or ``None``.
+        nan_guard: the guard that stops training on a non-finite loss.
+        validate: as in :func:`fit`.
+        monitor: as in :func:`fit`.
+        early_stopping_patience: as in :func:`fit`.
+        plateau: as in :func:`fit`.
+
+    Returns:
+        The callbacks and the checkpoint callback among them.
+    """
+    monitored = f"val_{monitor}" if validate else None
     components = {}
+    callback_list: list[keras.callbacks.Callback] = []
     if plateau and validate is not None:
         components["plateau"] = run_callbacks.ResumablePlateau(
             monitor=monitored,
@@ -270,43 +385,27 @@ def fit(
         checkpoint,  # writes log.csv's row with the state it commits
         run_callbacks.EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else "line"
-    if verbose == "line":
-        callback_list.append(run_callbacks.EpochLine())  # Last: it prints what the others logged.
-        verbose = 0
-    dataset = with_targets(train_dataset(initial_epoch), output_names(model))
-    fit_function = (
-        functools.partial(_fit_multi_worker, model)
-        if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        else functools.partial(model.fit, shuffle=False)  # the sampler already shuffles
-    )
-    history = fit_function(
-        dataset,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callback_list,
-        verbose=verbose,
-    )
-    if nan_guard.failure is not None:
-        failure = nan_guard.failure
-        kept = run_dir / "last.keras"
-        where = f"{kept}" if kept.exists() else "nothing (no epoch had completed)"
-        raise TrainingDivergedError(
-            f"training diverged: the loss became {failure['loss']} at epoch {failure['epoch']}, "
-            f"batch {failure['batch']}; kept the last good model: {where}. Lower the learning "
-            "rate or check the data."
-        )
-    final_state = run_callbacks.read_state(run_dir)
-    epochs_done = final_state["epoch"] if final_state else initial_epoch
-    return _result(
-        run_dir,
-        final_state,
-        initial_epoch,
-        epochs_done,
-        checkpoint.stopped_early,
-        {key: [float(v) for v in values] for key, values in history.history.items()},
+    return callback_list, checkpoint
+
+
+def _fit_function(model: keras.Model) -> Callable[..., keras.callbacks.History]:
+    """``model.fit``, or the replacement loop under ``MultiWorkerMirroredStrategy``."""
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return functools.partial(_fit_multi_worker, model)
+    return functools.partial(model.fit, shuffle=False)  # the sampler already shuffles
+
+
+def _raise_if_diverged(nan_guard: run_callbacks.NaNGuard, run_dir: Path) -> None:
+    """Raises :class:`TrainingDivergedError` if the guard stopped training on a bad loss."""
+    if nan_guard.failure is None:
+        return
+    failure = nan_guard.failure
+    kept = run_dir / "last.keras"
+    where = f"{kept}" if kept.exists() else "nothing (no epoch had completed)"
+    raise TrainingDivergedError(
+        f"training diverged: the loss became {failure['loss']} at epoch {failure['epoch']}, "
+        f"batch {failure['batch']}; kept the last good model: {where}. Lower the learning "
+        "rate or check the data."
     )
 
 
