@@ -243,22 +243,100 @@ def build_index(
     root = Path(images_dir).resolve()
     relative = find_images(root)
     model, resolved_model_path = _load_model(model_path)
+    image_size = _index_image_size(model, resolved_model_path, image_size)
+    absolute = [str(root / p) for p in relative]
+    embeddings, keep, bad = _embed_readable(
+        model,
+        root,
+        absolute,
+        image_size=image_size,
+        crop_mode=crop_mode,
+        batch_size=int(batch_size),
+        progress=progress,
+        skip_bad=skip_bad,
+    )
+    if bad:
+        logger.warning("Skipped %s", _problem_list(bad, len(absolute)))
+
+    index = SearchIndex(
+        embeddings=embeddings,
+        paths=np.asarray([relative[i] for i in keep], dtype=str),
+        images_root=root,
+        model_path=str(resolved_model_path),
+        model_fingerprint=model_fingerprint(model),
+        image_size=image_size,
+        crop_mode=crop_mode,
+        skipped=tuple(relative[i] for i, path in enumerate(absolute) if path in bad),
+    )
+    save_index(index, index_path)
+    return index
+
+
+def _index_image_size(model: keras.Model, model_path: Path, image_size: int | None) -> int:
+    """The side of the square images to embed with a model, checked against what it takes.
+
+    Args:
+        model: the loaded model.
+        model_path: its file, for messages.
+        image_size: the requested side, or ``None`` to take the model's.
+
+    Returns:
+        The image side.
+
+    Raises:
+        SearchError: ``image_size`` is not a positive integer or not the model's fixed size, or
+            is ``None`` for a model that takes images of any size.
+    """
     model_size = model_image_size(model)
     if image_size is None:
         if model_size is None:
-            raise SearchError(
-                f"the model {resolved_model_path} takes images of any size: give image_size"
-            )
-        image_size = model_size
-    elif isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
+            raise SearchError(f"the model {model_path} takes images of any size: give image_size")
+        return model_size
+    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
         raise SearchError(f"image_size must be a positive integer, got {image_size!r}")
-    elif model_size is not None and image_size != model_size:
+    if model_size is not None and image_size != model_size:
         raise SearchError(
-            f"image_size={image_size} but the model {resolved_model_path} takes "
+            f"image_size={image_size} but the model {model_path} takes "
             f"{model_size}x{model_size} images"
         )
+    return image_size
 
-    absolute = [str(root / p) for p in relative]
+
+def _embed_readable(
+    model: keras.Model,
+    root: Path,
+    absolute: list[str],
+    *,
+    image_size: int,
+    crop_mode: str,
+    batch_size: int,
+    progress: bool,
+    skip_bad: bool,
+) -> tuple[np.ndarray, list[int], dict[str, str]]:
+    """Embeds the readable images among ``absolute``, finding the unreadable ones.
+
+    Images are checked cheaply first; if TensorFlow still fails to decode one while embedding,
+    all remaining images are decoded once to name the culprits, and the embedding is redone
+    without them.
+
+    Args:
+        model: the loaded model.
+        root: the indexed folder, for messages.
+        absolute: the images' absolute paths.
+        image_size: side of the square model input.
+        crop_mode: as in :func:`build_index`.
+        batch_size: images per embedding batch.
+        progress: show a progress bar.
+        skip_bad: leave unreadable images out instead of raising.
+
+    Returns:
+        The embeddings of the kept images, the kept images' positions in ``absolute``, and the
+        problems of the left-out images (path to reason).
+
+    Raises:
+        SearchError: there are unreadable images and not ``skip_bad``, every image is
+            unreadable, or embedding failed without any image being unreadable.
+    """
     bad = image_problems(absolute, full_decode=False)
     while True:
         if bad and not skip_bad:
@@ -275,31 +353,16 @@ def build_index(
                 [absolute[i] for i in keep],
                 image_size=image_size,
                 crop_mode=crop_mode,
-                batch_size=int(batch_size),
+                batch_size=batch_size,
                 progress=progress,
             )
-            break
+            return embeddings, keep, bad
         except tf.errors.OpError as error:
             # The cheap check missed a corrupt file; decode them all once to name it.
             missed = image_problems([absolute[i] for i in keep], full_decode=True)
             if not missed:
                 raise SearchError(f"embedding the images of {root} failed: {error}") from error
             bad = {**bad, **missed}
-    if bad:
-        logger.warning("Skipped %s", _problem_list(bad, len(absolute)))
-
-    index = SearchIndex(
-        embeddings=embeddings,
-        paths=np.asarray([relative[i] for i in keep], dtype=str),
-        images_root=root,
-        model_path=str(resolved_model_path),
-        model_fingerprint=model_fingerprint(model),
-        image_size=image_size,
-        crop_mode=crop_mode,
-        skipped=tuple(relative[i] for i, path in enumerate(absolute) if path in bad),
-    )
-    save_index(index, index_path)
-    return index
 
 
 # --------------------------------------------------------------------------------------------
