@@ -306,49 +306,20 @@ def generate_demo_dataset(
         },
         sort_keys=True,
     )
-    if annotations_path.is_file():
-        try:
-            existing = scipy.io.loadmat(annotations_path, squeeze_me=True)
-        except Exception as error:
-            raise DataError(f"Cannot read existing {annotations_path}: {error}") from error
-        if "demo_parameters" not in existing:
-            raise DataError(
-                f"{annotations_path} exists and was not written by the demo generator; "
-                "refusing to overwrite it"
-            )
-        count = num_classes * images_per_class
-        complete = all((root / f"car_ims/{i:06d}.jpg").is_file() for i in range(1, count + 1))
-        if str(existing["demo_parameters"]) == parameters and complete:
-            return root
-        annotations_path.unlink()
+    count = num_classes * images_per_class
+    if annotations_path.is_file() and _existing_is_complete(root, parameters, count):
+        return root
 
     rng = np.random.default_rng(seed)
     designs = _class_designs(num_classes, rng)
     (root / "car_ims").mkdir(parents=True, exist_ok=True)
     fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
-    count = num_classes * images_per_class
     annotations = np.zeros((1, count), dtype=[(name, object) for name in fields])
     for i, (label, k) in enumerate(itertools.product(range(num_classes), range(images_per_class))):
-        image_rng = np.random.default_rng([seed, label, k])
-        image, (x1, y1, x2, y2) = _render(designs[label], image_rng, min_size, max_size)
         relative = f"car_ims/{i + 1:06d}.jpg"
-        quality = int(image_rng.integers(85, 96))
-        ok, encoded = cv2.imencode(
-            ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-        )
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {relative}")
-        (root / relative).write_bytes(encoded.tobytes())
-        # MATLAB-style 1 x 1 arrays; boxes 1-based inclusive like the real file.
-        annotations[0, i] = (
-            np.array([relative]),
-            np.array([[x1 + 1]], np.uint16),
-            np.array([[y1 + 1]], np.uint16),
-            np.array([[x2]], np.uint16),
-            np.array([[y2]], np.uint16),
-            np.array([[label + 1]], np.uint16),
-            np.array([[k % 2]], np.uint8),
-        )
+        image_rng = np.random.default_rng([seed, label, k])
+        box = _write_image(root, relative, designs[label], image_rng, min_size, max_size)
+        annotations[0, i] = _annotation(relative, box, label, k)
     class_names = np.empty((1, num_classes), dtype=object)
     for label, (shape, colour, marking) in enumerate(designs):
         class_names[0, label] = f"{colour} {shape}, {marking}"
@@ -359,3 +330,92 @@ def generate_demo_dataset(
     )
     temporary.replace(annotations_path)
     return root
+
+
+def _existing_is_complete(root: Path, parameters: str, count: int) -> bool:
+    """Whether the demo data set in ``root`` was made with ``parameters`` and has every image.
+
+    An incomplete or differently made one has its annotation file removed, to be written again.
+
+    Args:
+        root: the data set folder, which holds a ``cars_annos.mat``.
+        parameters: the generator's parameters as the JSON string the file records.
+        count: the number of images.
+
+    Returns:
+        Whether the data set can be used as it is.
+
+    Raises:
+        DataError: the ``cars_annos.mat`` cannot be read or was not written by the generator.
+    """
+    annotations_path = root / "cars_annos.mat"
+    try:
+        existing = scipy.io.loadmat(annotations_path, squeeze_me=True)
+    except Exception as error:
+        raise DataError(f"Cannot read existing {annotations_path}: {error}") from error
+    if "demo_parameters" not in existing:
+        raise DataError(
+            f"{annotations_path} exists and was not written by the demo generator; "
+            "refusing to overwrite it"
+        )
+    complete = all((root / f"car_ims/{i:06d}.jpg").is_file() for i in range(1, count + 1))
+    if str(existing["demo_parameters"]) == parameters and complete:
+        return True
+    annotations_path.unlink()
+    return False
+
+
+def _write_image(
+    root: Path,
+    relative: str,
+    design: tuple[str, str, str],
+    rng: np.random.Generator,
+    min_size: int,
+    max_size: int,
+) -> tuple[int, int, int, int]:
+    """Renders one vehicle and writes it as a JPEG of random quality.
+
+    Args:
+        root: the data set folder.
+        relative: the image's path below ``root``.
+        design: the class's ``(shape, colour, marking)``.
+        rng: the image's own generator (drawn from for the picture, then the quality).
+        min_size: smallest image side in pixels.
+        max_size: largest image side in pixels.
+
+    Returns:
+        The vehicle's box ``(x1, y1, x2, y2)``, 0-based with exclusive ends.
+    """
+    image, box = _render(design, rng, min_size, max_size)
+    quality = int(rng.integers(85, 96))
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {relative}")
+    (root / relative).write_bytes(encoded.tobytes())
+    return box
+
+
+def _annotation(relative: str, box: tuple[int, int, int, int], label: int, k: int) -> tuple:
+    """One image's row of ``annotations``, as MATLAB-style 1 x 1 arrays.
+
+    Args:
+        relative: the image's path below the data set folder.
+        box: the vehicle's 0-based half-open ``(x1, y1, x2, y2)`` box.
+        label: the 0-based class.
+        k: the image's number within its class; odd numbers are test images.
+
+    Returns:
+        The row, with the box 1-based inclusive and the class 1-based like the real file.
+    """
+    x1, y1, x2, y2 = box
+    return (
+        np.array([relative]),
+        np.array([[x1 + 1]], np.uint16),
+        np.array([[y1 + 1]], np.uint16),
+        np.array([[x2]], np.uint16),
+        np.array([[y2]], np.uint16),
+        np.array([[label + 1]], np.uint16),
+        np.array([[k % 2]], np.uint8),
+    )
