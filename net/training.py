@@ -21,6 +21,7 @@ from net import callbacks as run_callbacks
 from net import finetuning
 from net.files import atomic_write_json as write_json  # noqa: F401 (public name)
 from net.files import remove_temporary_files
+from net.multi_worker import fit_multi_worker
 
 
 class TrainingDivergedError(RuntimeError):
@@ -391,7 +392,7 @@ def _selection_callbacks(
 def _fit_function(model: keras.Model) -> Callable[..., keras.callbacks.History]:
     """``model.fit``, or the replacement loop under ``MultiWorkerMirroredStrategy``."""
     if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return functools.partial(_fit_multi_worker, model)
+        return functools.partial(fit_multi_worker, model)
     return functools.partial(model.fit, shuffle=False)  # the sampler already shuffles
 
 
@@ -425,86 +426,6 @@ def clean_run_dir(run_dir: Path, state: dict[str, Any] | None) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def _fit_multi_worker(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    *,
-    epochs: int,
-    initial_epoch: int,
-    steps_per_epoch: int,
-    callbacks: list[keras.callbacks.Callback],
-    verbose: int | str,
-) -> keras.callbacks.History:
-    """``model.fit`` for ``MultiWorkerMirroredStrategy``, which Keras 3's own ``fit`` cannot run.
-
-    Keras 3.15's ``fit`` fails under that strategy (keras-team/keras#20585): it reduces a
-    distributed input batch eagerly to build the model, then reduces scalar step outputs along
-    an axis they do not have. This loop runs Keras' own ``train_step`` (the same losses, loss
-    weights, per-replica loss scaling and optimizer) on every replica with ``strategy.run``,
-    averages the logs over replicas, and drives the same callbacks.
-
-    Args:
-        model: the compiled model, built under the strategy's scope.
-        dataset: the global-batch training dataset (endless).
-        epochs: last epoch (exclusive), as in ``fit``.
-        initial_epoch: first epoch, as in ``fit``.
-        steps_per_epoch: batches per epoch.
-        callbacks: the callbacks, as given to ``fit``.
-        verbose: 0 for silence; otherwise a progress bar.
-
-    Returns:
-        The History callback, as ``fit`` returns it.
-    """
-    strategy = model.distribute_strategy
-    distributed = strategy.experimental_distribute_dataset(dataset)
-    iterator = iter(distributed)
-    local_batch = next(iter(dataset))
-    with strategy.scope():
-        model._symbolic_build(data_batch=local_batch)  # what fit's broken reduce would do
-
-    def make_train_step():
-        @tf.function
-        def train_step(batch):
-            logs = strategy.run(model.train_step, args=(batch,))
-            return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
-
-        return train_step
-
-    def trainable() -> list[int]:
-        return [id(variable) for variable in model.trainable_variables]
-
-    callback_list = keras.callbacks.CallbackList(
-        callbacks,
-        add_history=True,
-        add_progbar=verbose != 0,
-        verbose=1 if verbose == "auto" else verbose,
-        epochs=epochs,
-        steps=steps_per_epoch,
-        model=model,
-    )
-    model.stop_training = False
-    callback_list.on_train_begin()
-    logs: dict[str, float] = {}
-    train_step, traced_for = None, None
-    for epoch in range(initial_epoch, epochs):
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        if trainable() != traced_for:  # The first epoch, or the backbone was (un)frozen.
-            train_step, traced_for = make_train_step(), trainable()
-        for step in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(step)
-            logs = {name: float(value) for name, value in train_step(next(iterator)).items()}
-            callback_list.on_train_batch_end(step, logs)
-            if model.stop_training:
-                break
-        epoch_logs = dict(logs)
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
-    callback_list.on_train_end(logs)
-    return model.history
 
 
 def _result(run_dir, state, initial_epoch, epochs_done, stopped_early, history) -> FitResult:

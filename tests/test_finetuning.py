@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from net import finetuning, losses, model, training
+from net import finetuning, losses, model, multi_worker, training
 
 IMAGE_SIZE = 32
 
@@ -175,7 +175,7 @@ def test_the_multi_worker_loop_retraces_when_the_backbone_is_unfrozen():
     epoch it must trace again, or the backbone would never train. (Run here under the default
     strategy: the same loop, one replica.)"""
     net, backbone, snapshots, record = compiled_with_backbone_record()
-    training._fit_multi_worker(
+    multi_worker.fit_multi_worker(
         net,
         dataset(2).repeat(),
         epochs=2,

@@ -271,13 +271,13 @@ def test_frozen_backbone_epochs_survive_a_resume(demo_dataset_root, tmp_path):
 
 
 def test_keras_still_has_the_private_method_the_multi_worker_loop_relies_on():
-    """training._fit_multi_worker calls Model._symbolic_build (the keras#20585 workaround)."""
+    """multi_worker.fit_multi_worker calls Model._symbolic_build (the keras#20585 workaround)."""
     import inspect
 
     method = getattr(keras.Model, "_symbolic_build", None)
     assert method is not None and "data_batch" in inspect.signature(method).parameters, (
         f"Keras {keras.__version__} has no Model._symbolic_build(data_batch=...), which "
-        "net.training._fit_multi_worker calls to build the model before its own loop "
+        "net.multi_worker.fit_multi_worker calls to build the model before its own loop "
         "(keras-team/keras#20585); check whether Keras' fit now runs under "
         "MultiWorkerMirroredStrategy, or update the workaround"
     )
