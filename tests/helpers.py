@@ -45,3 +45,19 @@ def failing_task(*argv: str) -> int:
     with pytest.raises(SystemExit) as info:
         _program().run(["invoke", *argv])
     return info.value.code
+
+
+def compiled_triplet_model(model_config, *, learning_rate: float):
+    """The configured model at 32 px without a classification head, compiled with the
+    batch-hard triplet loss (margin 0.1) alone."""
+    from net import experiment, losses, training
+
+    model = experiment.build_model(model_config, image_size=32, num_classes=0)
+    training.compile_model(
+        model,
+        metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
+        auxiliary_loss=None,
+        auxiliary_weight=0.0,
+        learning_rate=learning_rate,
+    )
+    return model

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from helpers import TINY_DATA
+from helpers import TINY_DATA, compiled_triplet_model
 
 from net import data, experiment
 from net.config import load_config
@@ -180,19 +180,12 @@ def _fit(root, run_dir, epochs):
     """training.fit of a fresh small model (as a new process would build it), 2 steps an epoch."""
     import keras
 
-    from net import losses, pipeline, training
+    from net import pipeline, training
 
     keras.utils.set_random_seed(1)
     config = reliability_config(root)
     splits = experiment.load_splits(config.data)
-    model = experiment.build_model(config.model, image_size=32, num_classes=0)
-    training.compile_model(
-        model,
-        metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
-        auxiliary_loss=None,
-        auxiliary_weight=0.0,
-        learning_rate=1e-3,
-    )
+    model = compiled_triplet_model(config.model, learning_rate=1e-3)
 
     def batches(initial_epoch):
         return pipeline.train_dataset(

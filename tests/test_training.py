@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY_DATA
+from helpers import TINY_DATA, compiled_triplet_model
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from net import callbacks, experiment, finetuning, losses, pipeline, runs, training
@@ -110,14 +110,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_model(
 ):
     config = tiny_config(demo_dataset_root)
     splits = experiment.load_splits(config.data)
-    model = experiment.build_model(config.model, image_size=32, num_classes=0)
-    training.compile_model(
-        model,
-        metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
-        auxiliary_loss=None,
-        auxiliary_weight=0.0,
-        learning_rate=1e-3,
-    )
+    model = compiled_triplet_model(config.model, learning_rate=1e-3)
     steps = 2
 
     def poisoned(initial_epoch):
@@ -238,15 +231,7 @@ def test_frozen_backbone_epochs_survive_a_resume(demo_dataset_root, tmp_path):
     splits = experiment.load_splits(config.data)
 
     def compiled():
-        model = experiment.build_model(config.model, image_size=32, num_classes=0)
-        training.compile_model(
-            model,
-            metric_loss=losses.build_metric_loss("batch_hard_triplet", margin=0.1),
-            auxiliary_loss=None,
-            auxiliary_weight=0.0,
-            learning_rate=1e-2,
-        )
-        return model
+        return compiled_triplet_model(config.model, learning_rate=1e-2)
 
     def batches(initial_epoch):
         return pipeline.train_dataset(
